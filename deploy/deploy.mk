@@ -1,0 +1,23 @@
+# Local infrastructure targets; included by the top-level Makefile (`include deploy/deploy.mk`).
+# Paths are relative to the repository root (run make from there).
+#   make kafka           single-node KRaft Kafka on 127.0.0.1:KAFKA_PORT (default 9092) (jars fetched on first use)
+#   make kafka-stop
+#   make postgres        private PostgreSQL cluster on 127.0.0.1:PG_PORT (default 5432); prints DATABASE_URL
+#   make postgres-stop
+
+DEPLOY_KAFKA    := deploy/kafka/kafka.sh
+DEPLOY_POSTGRES := deploy/postgres/postgres.sh
+
+.PHONY: kafka kafka-stop postgres postgres-stop
+
+kafka:
+	bash $(DEPLOY_KAFKA) start
+
+kafka-stop:
+	bash $(DEPLOY_KAFKA) stop
+
+postgres:
+	bash $(DEPLOY_POSTGRES) start
+
+postgres-stop:
+	bash $(DEPLOY_POSTGRES) stop

@@ -1,0 +1,39 @@
+"""Field types shared by the contract's messages."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+
+MAX_QUANTITY = 1_000_000
+MAX_LINES_PER_ORDER = 500
+MAX_ID_LENGTH = 64
+MAX_MESSAGE_BYTES = 1024 * 1024
+
+# Printable: no C0/C1 control characters (tabs and newlines included), 1 to 64 of them.
+PRINTABLE_PATTERN = r"^[^\x00-\x1F\x7F-\x9F]+$"
+
+
+def _to_utc(value: datetime) -> datetime:
+    """Business times are compared and bucketed in UTC, whatever zone they came in."""
+    return value.astimezone(UTC)
+
+
+Identifier = Annotated[
+    str,
+    Field(min_length=1, max_length=MAX_ID_LENGTH, pattern=PRINTABLE_PATTERN),
+]
+Quantity = Annotated[int, Field(strict=True, ge=1, le=MAX_QUANTITY)]
+BusinessTime = Annotated[
+    AwareDatetime,
+    AfterValidator(_to_utc),
+    Field(description="RFC 3339 date-time with a zone; business time, compared in UTC."),
+]
+
+
+class ContractModel(BaseModel):
+    """Tolerant reader: unknown fields are ignored, known ones are validated strictly."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)

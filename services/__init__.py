@@ -1,0 +1,1 @@
+"""The fulfillment service's stages: intake, allocation, relays, API and CLI."""

@@ -1,0 +1,109 @@
+"""Allocation: applies sku-commands to Sku aggregates, tracking intake positions atomically."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
+from eventsourcing.persistence import ProcessRecorder, Tracking
+
+from events.commands import CancelLine, PlaceLine, ReceiveStock, SkuCommands
+from services.allocation.domain import Cause, Sku, sku_aggregate_id
+
+# Commands inside one sku-commands message get sub-positions, so that each is idempotent.
+COMMANDS_PER_MESSAGE = 1000
+
+
+@dataclass
+class AllocationOutcome:
+    applied: int = 0
+    skipped: int = 0
+    events: int = 0
+
+
+class Allocation(Application[UUID]):
+    """One Sku aggregate per SKU; the single writer for the SKUs of its partitions."""
+
+    name = "allocation"
+    snapshotting_intervals = {Sku: 500}  # noqa: RUF012 - eventsourcing's class-level config
+
+    def construct_recorder(self) -> ProcessRecorder:
+        return self.factory.process_recorder()
+
+    @property
+    def process_recorder(self) -> ProcessRecorder:
+        assert isinstance(self.recorder, ProcessRecorder)
+        return self.recorder
+
+    def apply_commands(
+        self, messages: Sequence[SkuCommands], tracking: Tracking | None
+    ) -> AllocationOutcome:
+        """Applies a batch from one partition and records it with its position: one commit."""
+        skus: dict[str, Sku] = {}
+        outcome = AllocationOutcome()
+        for message in messages:
+            sku = skus.get(message.sku) or self.sku(message.sku)
+            skus[message.sku] = sku
+            first = message.position * COMMANDS_PER_MESSAGE
+            if sku.has_applied(first):
+                outcome.skipped += 1
+                continue
+            for index, command in enumerate(message.commands):
+                cause = Cause(command.causation_id, command.occurred_at, first + index)
+                _apply(sku, cause, command)
+            outcome.applied += 1
+        processing = ProcessingEvent[UUID](tracking=tracking)
+        processing.collect_events(*skus.values())
+        outcome.events = len(processing.events)
+        try:
+            self._record(processing)
+        except Exception:
+            # Aggregates were mutated in place: forget them so the retry reads the store.
+            self.forget_cached()
+            raise
+        self._take_snapshots(processing)
+        return outcome
+
+    def sku(self, sku: str) -> Sku:
+        """The SKU's aggregate, or a new one for a SKU never seen."""
+        try:
+            found = self.repository.get(sku_aggregate_id(sku), deepcopy_from_cache=False)
+        except AggregateNotFoundError:
+            return Sku.register(sku)
+        assert isinstance(found, Sku)
+        return found
+
+    def find_sku(self, sku: str) -> Sku | None:
+        try:
+            found = self.repository.get(sku_aggregate_id(sku))
+        except AggregateNotFoundError:
+            return None
+        assert isinstance(found, Sku)
+        return found
+
+    def forget_cached(self) -> None:
+        if self.repository.cache is not None and hasattr(self.repository.cache, "clear"):
+            self.repository.cache.clear()
+
+
+def _apply(sku: Sku, cause: Cause, command: PlaceLine | CancelLine | ReceiveStock) -> None:
+    if isinstance(command, PlaceLine):
+        sku.place_line(
+            cause,
+            order_id=command.order_id,
+            line_id=command.line_id,
+            line_index=command.line_index,
+            customer_id=command.customer_id,
+            priority=command.priority,
+            quantity=command.quantity,
+            cancelled_before_placement=command.cancelled_before_placement,
+            backorders_allowed=command.backorders_allowed,
+        )
+    elif isinstance(command, CancelLine):
+        sku.cancel_line(
+            cause, order_id=command.order_id, line_id=command.line_id, quantity=command.quantity
+        )
+    else:
+        sku.receive_stock(cause, receipt_id=command.receipt_id, quantity=command.quantity)

@@ -1,0 +1,344 @@
+"""The Sku aggregate: every allocation rule of the contract, for one SKU, and nothing else.
+
+Pure: no clocks, no configuration, no I/O. Time and identity come in with the commands, so
+replaying the same commands gives the same events and the same decision ids.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypedDict
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+from eventsourcing.domain import Aggregate
+
+SKU_NAMESPACE = uuid5(NAMESPACE_URL, "urn:fulfillment:sku")
+DECISION_NAMESPACE = uuid5(NAMESPACE_URL, "urn:fulfillment:decision")
+
+
+def sku_aggregate_id(sku: str) -> UUID:
+    return uuid5(SKU_NAMESPACE, sku)
+
+
+def line_key(order_id: str, line_id: str) -> str:
+    # Ids are printable, so a newline can never occur inside one.
+    return f"{order_id}\n{line_id}"
+
+
+def decision_id(kind: str, causation_id: UUID, sku: str, order_id: str, line_id: str) -> UUID:
+    """One cause moves one line at most once per decision type, so this is unique."""
+    return uuid5(DECISION_NAMESPACE, f"{kind}\n{causation_id}\n{sku}\n{order_id}\n{line_id}")
+
+
+class Line(TypedDict):
+    """A line's account at this SKU: allocated + backordered + cancelled + rejected = ordered."""
+
+    order_id: str
+    line_id: str
+    customer_id: str
+    priority: int
+    placed_at: datetime
+    ordered: int
+    allocated: int
+    backordered: int
+    cancelled: int
+    rejected: int
+
+
+@dataclass(frozen=True)
+class Cause:
+    """The input that moves stock: its event id, business time and intake position."""
+
+    causation_id: UUID
+    occurred_at: datetime
+    position: int
+
+
+class Sku(Aggregate):
+    """One SKU's stock and backorder queue; the single writer of its allocations."""
+
+    class Registered(Aggregate.Created):
+        sku: str
+
+    class Recorded(Aggregate.Event):
+        """Base of the SKU's events: each carries the intake position of its command."""
+
+        position: int
+        sku: str
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.last_position = max(aggregate.last_position, self.position)
+
+    class Decided(Recorded):
+        """Base of the events that are published as decisions."""
+
+        decision_id: UUID
+        causation_id: UUID
+        occurred_at: datetime
+        order_id: str
+        line_id: str
+        quantity: int
+
+    class LinePlaced(Recorded):
+        causation_id: UUID
+        occurred_at: datetime
+        order_id: str
+        line_id: str
+        line_index: int
+        customer_id: str
+        priority: int
+        ordered: int
+        cancelled_before_placement: int
+
+        def apply(self, aggregate: Any) -> None:
+            super().apply(aggregate)
+            aggregate.lines[line_key(self.order_id, self.line_id)] = Line(
+                order_id=self.order_id,
+                line_id=self.line_id,
+                customer_id=self.customer_id,
+                priority=self.priority,
+                placed_at=self.occurred_at,
+                ordered=self.ordered,
+                allocated=0,
+                backordered=0,
+                cancelled=self.cancelled_before_placement,
+                rejected=0,
+            )
+
+    class LineAllocated(Decided):
+        def apply(self, aggregate: Any) -> None:
+            super().apply(aggregate)
+            aggregate.available -= self.quantity
+            aggregate.lines[line_key(self.order_id, self.line_id)]["allocated"] += self.quantity
+
+    class LineBackordered(Decided):
+        queue_position: int
+        line_index: int
+        arrival: int
+
+        def apply(self, aggregate: Any) -> None:
+            super().apply(aggregate)
+            key = line_key(self.order_id, self.line_id)
+            line = aggregate.lines[key]
+            line["backordered"] += self.quantity
+            bisect.insort(aggregate.queue, _queue_entry(line, self.arrival, self.line_index, key))
+
+    class LineRejected(Decided):
+        reason: str
+
+        def apply(self, aggregate: Any) -> None:
+            super().apply(aggregate)
+            aggregate.lines[line_key(self.order_id, self.line_id)]["rejected"] += self.quantity
+
+    class StockReceived(Recorded):
+        causation_id: UUID
+        occurred_at: datetime
+        receipt_id: str
+        quantity: int
+
+        def apply(self, aggregate: Any) -> None:
+            super().apply(aggregate)
+            aggregate.received += self.quantity
+            aggregate.available += self.quantity
+
+    class BackorderFilled(Decided):
+        remaining_backordered: int
+
+        def apply(self, aggregate: Any) -> None:
+            super().apply(aggregate)
+            key = line_key(self.order_id, self.line_id)
+            line = aggregate.lines[key]
+            line["backordered"] -= self.quantity
+            line["allocated"] += self.quantity
+            aggregate.available -= self.quantity
+            if line["backordered"] == 0:
+                aggregate.queue.pop(0)
+
+    class BackorderCancelled(Decided):
+        def apply(self, aggregate: Any) -> None:
+            super().apply(aggregate)
+            key = line_key(self.order_id, self.line_id)
+            line = aggregate.lines[key]
+            line["backordered"] -= self.quantity
+            line["cancelled"] += self.quantity
+            if line["backordered"] == 0:
+                aggregate.queue = [entry for entry in aggregate.queue if entry[-1] != key]
+
+    class AllocationReleased(Decided):
+        def apply(self, aggregate: Any) -> None:
+            super().apply(aggregate)
+            line = aggregate.lines[line_key(self.order_id, self.line_id)]
+            line["allocated"] -= self.quantity
+            line["cancelled"] += self.quantity
+            aggregate.available += self.quantity
+
+    def __init__(self, sku: str) -> None:
+        self.sku = sku
+        self.received = 0
+        self.available = 0
+        self.lines: dict[str, Line] = {}
+        # Fill order: [-priority, order time, arrival, line index, line key], kept sorted.
+        self.queue: list[list[Any]] = []
+        self.last_position = 0
+
+    @classmethod
+    def register(cls, sku: str) -> Sku:
+        return cls._create(cls.Registered, id=sku_aggregate_id(sku), sku=sku)
+
+    # --- reading ----------------------------------------------------------------------
+
+    @property
+    def allocated(self) -> int:
+        return self.received - self.available
+
+    @property
+    def backordered(self) -> int:
+        return sum(self.lines[entry[-1]]["backordered"] for entry in self.queue)
+
+    def queued_lines(self) -> list[Line]:
+        """The open backorders, in fill order."""
+        return [self.lines[entry[-1]] for entry in self.queue]
+
+    def has_applied(self, position: int) -> bool:
+        """Commands are numbered by intake's log; one already applied must not act again."""
+        return position <= self.last_position
+
+    # --- commands ---------------------------------------------------------------------
+
+    def place_line(
+        self,
+        cause: Cause,
+        *,
+        order_id: str,
+        line_id: str,
+        line_index: int,
+        customer_id: str,
+        priority: int,
+        quantity: int,
+        cancelled_before_placement: int = 0,
+        backorders_allowed: bool = True,
+    ) -> None:
+        """A new line takes what is available; the rest is backordered (or rejected)."""
+        if self.has_applied(cause.position) or line_key(order_id, line_id) in self.lines:
+            return
+        cancelled = min(cancelled_before_placement, quantity)
+        self.trigger_event(
+            self.LinePlaced,
+            position=cause.position,
+            sku=self.sku,
+            causation_id=cause.causation_id,
+            occurred_at=cause.occurred_at,
+            order_id=order_id,
+            line_id=line_id,
+            line_index=line_index,
+            customer_id=customer_id,
+            priority=priority,
+            ordered=quantity,
+            cancelled_before_placement=cancelled,
+        )
+        wanted = quantity - cancelled
+        # Stock is never left available while anyone waits, so a non-empty queue means none.
+        taken = min(self.available, wanted)
+        if taken:
+            self._decide(self.LineAllocated, cause, order_id, line_id, taken)
+        rest = wanted - taken
+        if not rest:
+            return
+        if not backorders_allowed:
+            self._decide(
+                self.LineRejected, cause, order_id, line_id, rest, reason="backorders_not_allowed"
+            )
+            return
+        line = self.lines[line_key(order_id, line_id)]
+        entry = _queue_entry(line, cause.position, line_index, line_key(order_id, line_id))
+        self._decide(
+            self.LineBackordered,
+            cause,
+            order_id,
+            line_id,
+            rest,
+            queue_position=bisect.bisect(self.queue, entry) + 1,
+            line_index=line_index,
+            arrival=cause.position,
+        )
+
+    def receive_stock(self, cause: Cause, *, receipt_id: str, quantity: int) -> None:
+        """Received stock fills the head of the queue first; the rest becomes available."""
+        if self.has_applied(cause.position):
+            return
+        self.trigger_event(
+            self.StockReceived,
+            position=cause.position,
+            sku=self.sku,
+            causation_id=cause.causation_id,
+            occurred_at=cause.occurred_at,
+            receipt_id=receipt_id,
+            quantity=quantity,
+        )
+        self._fill_queue(cause)
+
+    def cancel_line(
+        self, cause: Cause, *, order_id: str, line_id: str, quantity: int | None
+    ) -> None:
+        """Queued quantity goes first, then allocated stock is released and re-offered."""
+        if self.has_applied(cause.position):
+            return
+        line = self.lines.get(line_key(order_id, line_id))
+        if line is None:
+            return
+        outstanding = line["allocated"] + line["backordered"]
+        to_cancel = outstanding if quantity is None else min(quantity, outstanding)
+        from_queue = min(to_cancel, line["backordered"])
+        if from_queue:
+            self._decide(self.BackorderCancelled, cause, order_id, line_id, from_queue)
+        released = to_cancel - from_queue
+        if released:
+            self._decide(self.AllocationReleased, cause, order_id, line_id, released)
+            self._fill_queue(cause)
+
+    # --- rules shared by the commands ---------------------------------------------------
+
+    def _fill_queue(self, cause: Cause) -> None:
+        """Strictly in order: nobody behind the head is served while the head waits."""
+        while self.available and self.queue:
+            line = self.lines[self.queue[0][-1]]
+            filled = min(self.available, line["backordered"])
+            self._decide(
+                self.BackorderFilled,
+                cause,
+                line["order_id"],
+                line["line_id"],
+                filled,
+                remaining_backordered=line["backordered"] - filled,
+            )
+
+    def _decide(
+        self,
+        event_class: type[Sku.Decided],
+        cause: Cause,
+        order_id: str,
+        line_id: str,
+        quantity: int,
+        **extra: Any,
+    ) -> None:
+        self.trigger_event(
+            event_class,
+            position=cause.position,
+            sku=self.sku,
+            decision_id=decision_id(
+                event_class.__name__, cause.causation_id, self.sku, order_id, line_id
+            ),
+            causation_id=cause.causation_id,
+            occurred_at=cause.occurred_at,
+            order_id=order_id,
+            line_id=line_id,
+            quantity=quantity,
+            **extra,
+        )
+
+
+def _queue_entry(line: Line, arrival: int, line_index: int, key: str) -> list[Any]:
+    """Higher priority first, then the earlier order, then the earlier arrival."""
+    return [-line["priority"], line["placed_at"], arrival, line_index, key]

@@ -1,0 +1,26 @@
+"""The composition root: builds each stage's application from settings. Nothing at import."""
+
+from __future__ import annotations
+
+from services.allocation.application import Allocation
+from services.intake.application import Intake
+from services.settings import Settings
+from services.store import application_env
+
+
+def cache_env(settings: Settings) -> dict[str, str]:
+    # One writer per aggregate (partitioning gives it), so the cache need not fast-forward.
+    return {
+        "AGGREGATE_CACHE_MAXSIZE": str(settings.aggregate_cache_size),
+        "AGGREGATE_CACHE_FASTFORWARD": "n",
+    }
+
+
+def build_intake(settings: Settings) -> Intake:
+    return Intake(env=application_env(settings.database_url, "intake", **cache_env(settings)))
+
+
+def build_allocation(settings: Settings) -> Allocation:
+    return Allocation(
+        env=application_env(settings.database_url, "allocation", **cache_env(settings))
+    )

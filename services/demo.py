@@ -1,0 +1,244 @@
+"""The demo scenario: a popular SKU sells out, and the backorder queue does its job.
+
+Each step is published and its decisions awaited before the next, because orders,
+receipts and cancellations travel on different topics and would otherwise race.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from services.kafka import SOURCE_POSITION_HEADER
+from services.settings import Settings
+
+DEMO_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:fulfillment:demo")
+
+
+@dataclass(frozen=True)
+class Step:
+    story: str
+    topic: str
+    key: str
+    value: bytes
+    expect_decisions: int = 0
+    expect_dead_letters: int = 0
+
+
+@dataclass
+class Scenario:
+    run_id: str
+    sku: str
+    steps: list[Step] = field(default_factory=list)
+
+    def order_id(self, n: int) -> str:
+        return f"O-{self.run_id}-{n}"
+
+
+def scenario(run_id: str, settings: Settings) -> Scenario:
+    """About a dozen events that tell the story; ids carry the run id so runs never mix."""
+    topics = settings.topics
+    sku = f"TEE-RED-M-{run_id}"
+    plan = Scenario(run_id=run_id, sku=sku)
+    start = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
+
+    def event_id(name: str) -> str:
+        return str(uuid.uuid5(DEMO_NAMESPACE, f"{run_id}:{name}"))
+
+    def at(minutes: int) -> str:
+        return (start + timedelta(minutes=minutes)).isoformat().replace("+00:00", "Z")
+
+    def order(n: int, customer: str, quantity: int, minutes: int, priority: int = 0) -> bytes:
+        return json.dumps(
+            {
+                "type": "OrderPlaced",
+                "event_id": event_id(f"order-{n}"),
+                "occurred_at": at(minutes),
+                "order_id": plan.order_id(n),
+                "customer_id": customer,
+                "priority": priority,
+                "lines": [{"line_id": "1", "sku": sku, "quantity": quantity}],
+            }
+        ).encode()
+
+    def receipt(n: int, quantity: int, minutes: int) -> bytes:
+        return json.dumps(
+            {
+                "type": "StockReceived",
+                "event_id": event_id(f"receipt-{n}"),
+                "occurred_at": at(minutes),
+                "receipt_id": f"R-{run_id}-{n}",
+                "sku": sku,
+                "quantity": quantity,
+            }
+        ).encode()
+
+    add = plan.steps.append
+    add(Step("5 units arrive", topics.receipts, sku, receipt(1, 5, 0)))
+    add(Step("C-1 orders 2: allocated", topics.orders, plan.order_id(1), order(1, "C-1", 2, 5), 1))
+    add(Step("C-2 orders 3: sold out", topics.orders, plan.order_id(2), order(2, "C-2", 3, 10), 1))
+    add(
+        Step(
+            "C-3 orders 2: backordered", topics.orders, plan.order_id(3), order(3, "C-3", 2, 15), 1
+        )
+    )
+    add(
+        Step(
+            "C-4 orders 1: queued behind",
+            topics.orders,
+            plan.order_id(4),
+            order(4, "C-4", 1, 20),
+            1,
+        )
+    )
+    add(
+        Step(
+            "VIP C-5 orders 2 at priority 10: jumps the queue",
+            topics.orders,
+            plan.order_id(5),
+            order(5, "C-5", 2, 25, priority=10),
+            1,
+        )
+    )
+    add(
+        Step(
+            "C-4's order published twice: ignored",
+            topics.orders,
+            plan.order_id(4),
+            order(4, "C-4", 1, 20),
+        )
+    )
+    add(
+        Step(
+            "a malformed message: dead-lettered",
+            topics.orders,
+            plan.order_id(6),
+            b"{this is not json",
+            expect_dead_letters=1,
+        )
+    )
+    add(
+        Step(
+            "3 units arrive: the head first, one fill partial",
+            topics.receipts,
+            sku,
+            receipt(2, 3, 60),
+            2,
+        )
+    )
+    cancel = json.dumps(
+        {
+            "type": "OrderCancelled",
+            "event_id": event_id("cancel-1"),
+            "occurred_at": at(90),
+            "order_id": plan.order_id(1),
+            "reason": "customer_request",
+        }
+    ).encode()
+    add(
+        Step(
+            "C-1 cancels: 2 units released fill the next backorders",
+            topics.cancellations,
+            plan.order_id(1),
+            cancel,
+            3,
+        )
+    )
+    return plan
+
+
+async def play(
+    settings: Settings,
+    run_id: str | None = None,
+    on_step: Callable[[Step], None] | None = None,
+    on_decision: Callable[[dict[str, Any]], None] | None = None,
+    on_dead_letter: Callable[[dict[str, Any]], None] | None = None,
+    step_timeout: float = 60.0,
+) -> tuple[Scenario, list[dict[str, Any]], list[dict[str, Any]]]:
+    """Publishes the scenario step by step; returns the decisions and dead letters it got."""
+    plan = scenario(run_id or uuid.uuid4().hex[:8], settings)
+    topics = settings.topics
+    options = settings.kafka_client_options()
+    watcher = AIOKafkaConsumer(**options, enable_auto_commit=False)
+    producer = AIOKafkaProducer(**options, acks="all", enable_idempotence=True)
+    await watcher.start()
+    await producer.start()
+    decisions: list[dict[str, Any]] = []
+    dead_letters: list[dict[str, Any]] = []
+    try:
+        partitions = [
+            TopicPartition(topic, p)
+            for topic in (topics.decisions, topics.dead_letters)
+            for p in (watcher.partitions_for_topic(topic) or await _partitions(watcher, topic))
+        ]
+        watcher.assign(partitions)
+        await watcher.seek_to_end(*partitions)
+        for partition in partitions:  # pin the start before anything is published
+            await watcher.position(partition)
+        for step in plan.steps:
+            if on_step:
+                on_step(step)
+            await producer.send_and_wait(step.topic, step.value, key=step.key.encode())
+            step_decisions: list[tuple[int, dict[str, Any]]] = []
+            want_dead = len(dead_letters) + step.expect_dead_letters
+            async with asyncio.timeout(step_timeout):
+                while len(step_decisions) < step.expect_decisions or len(dead_letters) < want_dead:
+                    batch = await watcher.getmany(timeout_ms=200)
+                    for records in batch.values():
+                        for record in records:
+                            body = json.loads(record.value)
+                            if record.topic == topics.decisions and body.get("sku") == plan.sku:
+                                seen = {d["decision_id"] for d in decisions} | {
+                                    d["decision_id"] for _, d in step_decisions
+                                }
+                                if body["decision_id"] not in seen:  # dedupe a relay's resend
+                                    step_decisions.append((_position(record), body))
+                            elif record.topic == topics.dead_letters and plan.run_id in (
+                                body.get("key") or ""
+                            ):
+                                dead_letters.append(body)
+                                if on_dead_letter:
+                                    on_dead_letter(body)
+            # Decisions for different orders travel on different partitions: put them back
+            # in the order the service took them.
+            for _, body in sorted(step_decisions, key=lambda item: item[0]):
+                decisions.append(body)
+                if on_decision:
+                    on_decision(body)
+        # Anything more (say, from the duplicate) would show up now.
+        await asyncio.sleep(1.0)
+        late = await watcher.getmany(timeout_ms=500)
+        for records in late.values():
+            for record in records:
+                body = json.loads(record.value)
+                if record.topic == topics.decisions and body.get("sku") == plan.sku:
+                    if body["decision_id"] not in {d["decision_id"] for d in decisions}:
+                        decisions.append(body)
+    finally:
+        await producer.stop()
+        await watcher.stop()
+    return plan, decisions, dead_letters
+
+
+def _position(record: Any) -> int:
+    for key, value in record.headers or ():
+        if key == SOURCE_POSITION_HEADER:
+            return int(value)
+    return 0
+
+
+async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
+    for _ in range(50):
+        await consumer._client.force_metadata_update()  # noqa: SLF001 - no public refresh
+        found = consumer.partitions_for_topic(topic)
+        if found:
+            return set(found)
+        await asyncio.sleep(0.2)
+    raise RuntimeError(f"topic {topic!r} not found: is `fulfillment run` running?")

@@ -1,0 +1,211 @@
+"""Intake: records each input once (or dead-letters it) with its Kafka position, atomically."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TypeVar
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
+from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import ProcessRecorder, Tracking
+
+from events.inputs import InputEvent, OrderCancelled, OrderPlaced, StockReceived
+from services.intake.domain import (
+    DeadLetter,
+    HeldCancellation,
+    IntakeError,
+    Order,
+    Receipt,
+    RequestedCancellation,
+    Source,
+    order_aggregate_id,
+    receipt_aggregate_id,
+)
+
+A = TypeVar("A", bound=Aggregate)
+
+
+@dataclass(frozen=True)
+class Input:
+    """One consumed message: decoded into a contract event, or the reason it could not be."""
+
+    source: Source
+    event: InputEvent | None = None
+    error: str | None = None
+
+
+@dataclass
+class IntakeOutcome:
+    recorded: int = 0
+    duplicates: int = 0
+    dead_lettered: list[str] = field(default_factory=list)
+
+
+class Intake(Application[UUID]):
+    """Validated, deduplicated input history: its notification log feeds everything else."""
+
+    name = "intake"
+
+    def construct_recorder(self) -> ProcessRecorder:
+        return self.factory.process_recorder()
+
+    @property
+    def process_recorder(self) -> ProcessRecorder:
+        assert isinstance(self.recorder, ProcessRecorder)
+        return self.recorder
+
+    def record_inputs(
+        self,
+        inputs: Sequence[Input],
+        tracking: Tracking,
+        *,
+        failed_at: datetime,
+        backorders_allowed: bool = True,
+    ) -> IntakeOutcome:
+        """Applies a batch from one partition and records it with its position: one commit."""
+        batch = _Batch(self)
+        outcome = IntakeOutcome()
+        for item in inputs:
+            if item.event is None:
+                batch.dead_letter(item.source, item.error or "not a valid event", failed_at)
+                outcome.dead_lettered.append(item.error or "")
+                continue
+            try:
+                changed = self._apply(batch, item, failed_at, backorders_allowed)
+            except IntakeError as error:
+                batch.dead_letter(item.source, str(error), failed_at)
+                outcome.dead_lettered.append(str(error))
+                continue
+            if changed:
+                outcome.recorded += 1
+            else:
+                outcome.duplicates += 1
+        processing = ProcessingEvent[UUID](tracking=tracking)
+        processing.collect_events(*batch.aggregates.values())
+        try:
+            self._record(processing)
+        except Exception:
+            # Aggregates were mutated in place: forget them so the retry reads the store.
+            self.forget_cached()
+            raise
+        return outcome
+
+    def forget_cached(self) -> None:
+        if self.repository.cache is not None and hasattr(self.repository.cache, "clear"):
+            self.repository.cache.clear()
+
+    def _apply(
+        self, batch: _Batch, item: Input, failed_at: datetime, backorders_allowed: bool
+    ) -> bool:
+        event = item.event
+        if isinstance(event, OrderPlaced):
+            return self._place(batch, event, backorders_allowed, failed_at)
+        if isinstance(event, OrderCancelled):
+            return self._cancel(batch, event, item.source)
+        if isinstance(event, StockReceived):
+            return self._receive(batch, event)
+        raise IntakeError(f"unsupported event type {type(event).__name__}")
+
+    def _place(
+        self, batch: _Batch, event: OrderPlaced, backorders_allowed: bool, failed_at: datetime
+    ) -> bool:
+        lines = [(line.line_id, line.sku, line.quantity) for line in event.lines]
+        details: dict[str, Any] = {
+            "event_id": str(event.event_id),
+            "occurred_at": event.occurred_at,
+            "customer_id": event.customer_id,
+            "priority": event.priority,
+            "lines": lines,
+            "backorders_allowed": backorders_allowed,
+        }
+        order = batch.get(Order, order_aggregate_id(event.order_id))
+        if order is None:
+            batch.add(Order.place(order_id=event.order_id, **details))
+            return True
+        if order.is_duplicate_placement(str(event.event_id), lines):
+            return False
+        for held in order.place_awaited(**details):
+            batch.dead_letter(
+                held["source"],
+                f"cancellation {held['event_id']} names line(s) that order {event.order_id} "
+                "does not have; nothing of it was applied",
+                failed_at,
+            )
+        return True
+
+    def _cancel(self, batch: _Batch, event: OrderCancelled, source: Source) -> bool:
+        order = batch.get(Order, order_aggregate_id(event.order_id))
+        if order is not None and order.has_seen(str(event.event_id)):
+            return False
+        lines = (
+            None
+            if event.lines is None
+            else [
+                RequestedCancellation(line_id=line.line_id, quantity=line.quantity)
+                for line in event.lines
+            ]
+        )
+        if order is None or not order.placed:
+            held = HeldCancellation(
+                event_id=str(event.event_id),
+                occurred_at=event.occurred_at,
+                lines=lines,
+                reason=event.reason,
+                source=source,
+            )
+            if order is None:
+                batch.add(Order.hold_first_cancellation(event.order_id, held))
+            else:
+                order.hold_cancellation(held)
+            return True
+        order.cancel(
+            event_id=str(event.event_id),
+            occurred_at=event.occurred_at,
+            lines=lines,
+            reason=event.reason,
+        )
+        return True
+
+    def _receive(self, batch: _Batch, event: StockReceived) -> bool:
+        receipt = batch.get(Receipt, receipt_aggregate_id(event.receipt_id))
+        if receipt is not None:
+            receipt.is_duplicate(str(event.event_id), event.sku, event.quantity)
+            return False
+        batch.add(
+            Receipt.record(
+                receipt_id=event.receipt_id,
+                event_id=str(event.event_id),
+                occurred_at=event.occurred_at,
+                sku=event.sku,
+                quantity=event.quantity,
+            )
+        )
+        return True
+
+
+class _Batch:
+    """The aggregates one batch touches, each read once and saved together."""
+
+    def __init__(self, app: Intake) -> None:
+        self.app = app
+        self.aggregates: dict[UUID, Aggregate] = {}
+
+    def get(self, cls: type[A], aggregate_id: UUID) -> A | None:
+        found = self.aggregates.get(aggregate_id)
+        if found is None:
+            try:
+                found = self.app.repository.get(aggregate_id, deepcopy_from_cache=False)
+            except AggregateNotFoundError:
+                return None
+            self.aggregates[aggregate_id] = found
+        assert isinstance(found, cls)
+        return found
+
+    def add(self, aggregate: Aggregate) -> None:
+        self.aggregates[aggregate.id] = aggregate
+
+    def dead_letter(self, source: Source, error: str, failed_at: datetime) -> None:
+        self.add(DeadLetter.record(source, error, failed_at))

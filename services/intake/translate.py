@@ -1,0 +1,86 @@
+"""Intake's recorded events, translated into messages for `sku-commands` and the DLQ.
+
+Pure and deterministic: replaying intake's log gives the same messages, positions included.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from events.commands import CancelLine, PlaceLine, ReceiveStock, SkuCommand, SkuCommands
+from events.dead_letters import DeadLetter as DeadLetterMessage
+from services.intake.domain import DeadLetter, Order, PlacedLine, Receipt
+
+# At most 500 lines an order, so a notification never yields 1000 SKU messages.
+POSITIONS_PER_NOTIFICATION = 1000
+
+
+def sku_command_messages(event: Any, notification_id: int) -> list[SkuCommands]:
+    """One message per SKU the event touches, numbered in the SKU's order of first mention."""
+    per_sku: dict[str, list[SkuCommand]] = {}
+    if isinstance(event, Order.Placed | Order.PlacedAfterCancellation):
+        for index, line in enumerate(event.lines):
+            per_sku.setdefault(line["sku"], []).append(_place_line(event, index, line))
+    elif isinstance(event, Order.CancellationAccepted):
+        for line in event.lines:
+            per_sku.setdefault(line["sku"], []).append(
+                CancelLine(
+                    causation_id=UUID(event.event_id),
+                    occurred_at=event.occurred_at,
+                    order_id=event.order_id,
+                    line_id=line["line_id"],
+                    quantity=line["quantity"],
+                    reason=event.reason,
+                )
+            )
+    elif isinstance(event, Receipt.Recorded):
+        per_sku[event.sku] = [
+            ReceiveStock(
+                causation_id=UUID(event.event_id),
+                occurred_at=event.occurred_at,
+                receipt_id=event.receipt_id,
+                quantity=event.quantity,
+            )
+        ]
+    return [
+        SkuCommands(
+            sku=sku,
+            position=notification_id * POSITIONS_PER_NOTIFICATION + index,
+            commands=commands,
+        )
+        for index, (sku, commands) in enumerate(per_sku.items())
+    ]
+
+
+def dead_letter_message(event: Any) -> DeadLetterMessage | None:
+    if not isinstance(event, DeadLetter.Recorded):
+        return None
+    source = event.source
+    return DeadLetterMessage(
+        source_topic=source["topic"],
+        partition=source["partition"],
+        offset=source["offset"],
+        key=source["key"],
+        error=event.error,
+        payload=source["payload"],
+        payload_encoding="base64" if source["payload_encoding"] == "base64" else "utf-8",
+        failed_at=event.failed_at,
+    )
+
+
+def _place_line(
+    event: Order.Placed | Order.PlacedAfterCancellation, index: int, line: PlacedLine
+) -> PlaceLine:
+    return PlaceLine(
+        causation_id=UUID(event.event_id),
+        occurred_at=event.occurred_at,
+        order_id=event.order_id,
+        line_id=line["line_id"],
+        line_index=index,
+        customer_id=event.customer_id,
+        priority=event.priority,
+        quantity=line["quantity"],
+        cancelled_before_placement=line["cancelled_before_placement"],
+        backorders_allowed=event.backorders_allowed,
+    )

@@ -1,0 +1,137 @@
+"""Intake's Kafka edge: decode and validate, call the application once, record the position."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from aiokafka import TopicPartition
+from aiokafka.structs import ConsumerRecord
+from eventsourcing.persistence import Tracking
+from pydantic import ValidationError
+
+from events.common import MAX_MESSAGE_BYTES
+from events.inputs import CANCELLATION_EVENTS, ORDER_EVENTS, RECEIPT_EVENTS, InputEvent
+from services.intake.application import Input, Intake
+from services.intake.domain import Source
+from services.logs import get_logger
+from services.metrics import DEAD_LETTERED, DUPLICATES
+from services.settings import Settings
+
+log = get_logger(__name__)
+
+
+def tracking_name(topic: str, partition: int) -> str:
+    return f"{topic}-{partition}"
+
+
+class IntakeHandler:
+    """Handles one partition's batch of orders, cancellations or receipts."""
+
+    stage = "intake"
+
+    def __init__(self, intake: Intake, settings: Settings) -> None:
+        self.intake = intake
+        self.settings = settings
+        topics = settings.topics
+        self.events_by_topic: dict[str, dict[str, type[InputEvent]]] = {
+            topics.orders: ORDER_EVENTS,
+            topics.cancellations: CANCELLATION_EVENTS,
+            topics.receipts: RECEIPT_EVENTS,
+        }
+        self.positions: dict[TopicPartition, int] = {}
+
+    def assigned(self, partition: TopicPartition) -> int | None:
+        position = self.intake.process_recorder.max_tracking_id(
+            tracking_name(partition.topic, partition.partition)
+        )
+        self.positions[partition] = -1 if position is None else position
+        return self.positions[partition] + 1
+
+    def revoked(self, partitions: Sequence[TopicPartition]) -> None:
+        for partition in partitions:
+            self.positions.pop(partition, None)
+        self.intake.forget_cached()
+
+    def handle(self, partition: TopicPartition, records: Sequence[ConsumerRecord]) -> None:
+        known = self.positions.get(partition)
+        if known is None:
+            known = (self.assigned(partition) or 0) - 1
+        fresh = [record for record in records if record.offset > known]
+        if not fresh:
+            return
+        inputs = [self.decode(record) for record in fresh]
+        try:
+            outcome = self.intake.record_inputs(
+                inputs,
+                Tracking(tracking_name(partition.topic, partition.partition), fresh[-1].offset),
+                failed_at=datetime.now(UTC),
+                backorders_allowed=self.settings.backorders_allowed,
+            )
+        except Exception:
+            self.positions.pop(partition, None)  # re-read from the store on retry
+            raise
+        self.positions[partition] = fresh[-1].offset
+        DUPLICATES.labels(self.stage).inc(outcome.duplicates)
+        DEAD_LETTERED.labels(self.stage).inc(len(outcome.dead_lettered))
+        for error in outcome.dead_lettered:
+            log.warning("input dead-lettered", topic=partition.topic, error=error)
+
+    def decode(self, record: ConsumerRecord) -> Input:
+        source = _source(record)
+        value: bytes | None = record.value
+        if value is None:
+            return Input(source, error="message has no value (a tombstone?); expected a JSON event")
+        if len(value) > MAX_MESSAGE_BYTES:
+            return Input(
+                source,
+                error=f"value of {len(value)} bytes is over the 1 MiB limit "
+                f"({MAX_MESSAGE_BYTES} bytes)",
+            )
+        try:
+            data = json.loads(value)
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            return Input(source, error=f"value is not JSON: {error}")
+        if not isinstance(data, dict):
+            return Input(source, error=f"value is JSON {type(data).__name__}, not an object")
+        known = self.events_by_topic.get(record.topic, {})
+        event_type = data.get("type")
+        model = known.get(event_type) if isinstance(event_type, str) else None
+        if model is None:
+            return Input(
+                source,
+                error=f"unknown type {event_type!r} on topic {record.topic!r}; "
+                f"expected {' or '.join(known) or 'nothing'}",
+            )
+        try:
+            return Input(source, event=model.model_validate(data))
+        except ValidationError as error:
+            return Input(source, error=f"invalid {event_type}: {_summarise(error)}")
+
+
+def _source(record: ConsumerRecord) -> Source:
+    value: bytes = record.value or b""
+    try:
+        payload, encoding = value.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        payload, encoding = base64.b64encode(value).decode("ascii"), "base64"
+    key: bytes | None = record.key
+    return Source(
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        key=None if key is None else key.decode("utf-8", errors="replace"),
+        payload=payload,
+        payload_encoding=encoding,
+    )
+
+
+def _summarise(error: ValidationError) -> str:
+    parts = []
+    for detail in error.errors()[:5]:
+        where = ".".join(str(item) for item in detail["loc"]) or "(body)"
+        parts.append(f"{where}: {detail['msg']}")
+    more = error.error_count() - 5
+    return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")

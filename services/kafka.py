@@ -1,0 +1,249 @@
+"""The Kafka edge shared by the stages: topics, producers and the batch consumer loop.
+
+We drive aiokafka directly rather than through faststream subscribers: exactly-once effect
+needs per-partition batches, seeks from positions kept in the database, and a rebalance
+listener that waits for the batch in flight; faststream's batch subscriber mixes
+partitions in one batch and its ack policies commit offsets we must not trust.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import CommitFailedError, KafkaError, TopicAlreadyExistsError
+from aiokafka.structs import ConsumerRecord
+
+from events.common import MAX_MESSAGE_BYTES
+from services.logs import get_logger
+from services.metrics import BATCH_FAILURES, BATCH_SECONDS, CONSUMED
+from services.settings import Settings
+
+log = get_logger(__name__)
+
+SOURCE_POSITION_HEADER = "source-position"
+# Room for a dead letter that wraps a just-over-1-MiB input (base64 grows it by a third).
+DEAD_LETTER_MAX_BYTES = 4 * MAX_MESSAGE_BYTES
+
+
+class ConfigurationError(RuntimeError):
+    """Misconfiguration the operator must fix; the message says how."""
+
+
+async def ensure_topics(settings: Settings) -> dict[str, int]:
+    """Creates missing topics; returns every topic's partition count."""
+    topics = settings.topics
+    wanted = {
+        topics.orders: settings.topic_partitions,
+        topics.cancellations: settings.topic_partitions,
+        topics.receipts: settings.topic_partitions,
+        topics.sku_commands: settings.sku_commands_partitions,
+        topics.decisions: settings.topic_partitions,
+        topics.dead_letters: settings.topic_partitions,
+    }
+    admin = AIOKafkaAdminClient(**settings.kafka_client_options(), request_timeout_ms=15000)
+    try:
+        await admin.start()
+    except KafkaError as error:
+        raise ConfigurationError(
+            f"cannot reach Kafka at {settings.kafka_bootstrap_servers} ({error}); "
+            "start it (make kafka) or set KAFKA_BOOTSTRAP_SERVERS"
+        ) from error
+    try:
+        existing = set(await admin.list_topics())
+        missing = [
+            NewTopic(
+                name=name,
+                num_partitions=count,
+                replication_factor=settings.topic_replication_factor,
+                topic_configs=(
+                    {"max.message.bytes": str(DEAD_LETTER_MAX_BYTES)}
+                    if name == topics.dead_letters
+                    else {}
+                ),
+            )
+            for name, count in wanted.items()
+            if name not in existing
+        ]
+        if missing:
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await admin.create_topics(missing)
+            log.info("topics created", topics=[topic.name for topic in missing])
+        descriptions = await admin.describe_topics(list(wanted))
+        counts = {d["topic"]: len(d["partitions"]) for d in descriptions}
+        for attempt in range(50):  # a new topic's metadata can lag its creation
+            if all(counts.get(name) for name in wanted):
+                break
+            await asyncio.sleep(0.1 * (attempt + 1))
+            descriptions = await admin.describe_topics(list(wanted))
+            counts = {d["topic"]: len(d["partitions"]) for d in descriptions}
+        return counts
+    finally:
+        await admin.close()
+
+
+def check_partition_count(recorder: Any, topic: str, actual: int) -> None:
+    """SKUs are pinned to sku-commands partitions by key: refuse to run if the count moved.
+
+    The count is kept as a tracking row (forward-only by design, so it is written once).
+    """
+    name = f"partition-count:{topic}"
+    from eventsourcing.persistence import Tracking
+
+    stored = recorder.max_tracking_id(name)
+    if stored is None:
+        recorder.insert_tracking(Tracking(name, actual))
+    elif stored != actual:
+        raise ConfigurationError(
+            f"topic {topic!r} has {actual} partitions but this store's positions were "
+            f"recorded with {stored}: SKUs would move between partitions and lose their "
+            f"single writer. Restore {stored} partitions (set SKU_COMMANDS_PARTITIONS={stored} "
+            "and recreate the topic), or rebuild the allocation store from intake's log."
+        )
+
+
+def make_producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
+    """Idempotent, fully acknowledged: a relay's resend can duplicate, never reorder."""
+    options: dict[str, Any] = {
+        **settings.kafka_client_options(),
+        "acks": "all",
+        "enable_idempotence": True,
+        "linger_ms": 5,
+        "max_batch_size": 256 * 1024,
+        "max_request_size": DEAD_LETTER_MAX_BYTES + 64 * 1024,
+        "request_timeout_ms": 30000,
+    }
+    options.update(overrides)
+    return AIOKafkaProducer(**options)
+
+
+class BatchHandler(Protocol):
+    """What a stage does with one partition's batch; its methods run in a worker thread."""
+
+    stage: str
+
+    def assigned(self, partition: TopicPartition) -> int | None:
+        """Reads the stage's position for a partition; returns the Kafka offset to resume
+        from, or None to resume from Kafka's committed offset."""
+
+    def handle(self, partition: TopicPartition, records: Sequence[ConsumerRecord]) -> None:
+        """Applies the batch and records its position in one transaction."""
+
+    def revoked(self, partitions: Sequence[TopicPartition]) -> None:
+        """Forgets what it cached about partitions it no longer owns."""
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, loop: BatchConsumer) -> None:
+        self.loop = loop
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        # Wait for the batch in flight: its commit must land before another owner starts.
+        async with self.loop.batch_lock:
+            await asyncio.to_thread(self.loop.handler.revoked, sorted(revoked))
+        log.info("partitions revoked", stage=self.loop.handler.stage, partitions=_names(revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        async with self.loop.batch_lock:
+            await self.loop.resume(assigned)
+        log.info("partitions assigned", stage=self.loop.handler.stage, partitions=_names(assigned))
+
+
+class BatchConsumer:
+    """Takes per-partition batches, hands each to the stage, then commits the offset hint."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        topics: Sequence[str],
+        group_id: str,
+        handler: BatchHandler,
+        *,
+        consumer_options: dict[str, Any] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.topics = list(topics)
+        self.handler = handler
+        self.batch_lock = asyncio.Lock()
+        self.stopping = asyncio.Event()
+        self.consumer = AIOKafkaConsumer(
+            **settings.kafka_client_options(),
+            group_id=group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+            max_partition_fetch_bytes=2 * MAX_MESSAGE_BYTES,
+            fetch_max_bytes=16 * MAX_MESSAGE_BYTES,
+            session_timeout_ms=10000,
+            heartbeat_interval_ms=3000,
+            **(consumer_options or {}),
+        )
+
+    async def resume(self, partitions: set[TopicPartition]) -> None:
+        for partition in sorted(partitions):
+            offset = await asyncio.to_thread(self.handler.assigned, partition)
+            if offset is not None:
+                self.consumer.seek(partition, offset)
+
+    async def run(self, ready: Callable[[], Awaitable[None]] | None = None) -> None:
+        self.consumer.subscribe(self.topics, listener=_Rebalance(self))
+        await self.consumer.start()
+        if ready is not None:
+            await ready()
+        try:
+            while not self.stopping.is_set():
+                batches = await self.consumer.getmany(
+                    timeout_ms=self.settings.batch_timeout_ms * 5,
+                    max_records=self.settings.batch_max_records,
+                )
+                for partition, records in batches.items():
+                    if self.stopping.is_set():
+                        break
+                    if records:
+                        await self._handle(partition, records)
+        finally:
+            await self.consumer.stop()
+
+    async def _handle(self, partition: TopicPartition, records: list[ConsumerRecord]) -> None:
+        async with self.batch_lock:
+            if partition not in self.consumer.assignment():
+                return  # lost in a rebalance while the batch waited; the new owner has it
+            CONSUMED.labels(self.handler.stage, partition.topic).inc(len(records))
+            try:
+                with BATCH_SECONDS.labels(self.handler.stage).time():
+                    await asyncio.to_thread(self.handler.handle, partition, records)
+            except Exception as error:
+                BATCH_FAILURES.labels(self.handler.stage).inc()
+                log.warning(
+                    "batch rolled back; retrying from the stored position",
+                    stage=self.handler.stage,
+                    partition=f"{partition.topic}-{partition.partition}",
+                    first_offset=records[0].offset,
+                    error=repr(error),
+                )
+                await asyncio.sleep(1.0)
+                # Re-read the position from the store, then read again from the batch start.
+                self.consumer.seek(partition, records[0].offset)
+                await self.resume({partition})
+                return
+        with contextlib.suppress(CommitFailedError, KafkaError):
+            # Only a hint of where to start reading; the store holds the truth.
+            await self.consumer.commit({partition: records[-1].offset + 1})
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+
+def _names(partitions: set[TopicPartition]) -> list[str]:
+    return [f"{p.topic}-{p.partition}" for p in sorted(partitions)]
+
+
+def header(record: ConsumerRecord, name: str) -> bytes | None:
+    for key, value in record.headers or ():
+        if key == name:
+            return bytes(value)
+    return None

@@ -1,0 +1,162 @@
+"""Relays: publish an application's notification log to Kafka, in order, at least once.
+
+The position is recorded after the broker acknowledged; a crash in between resends a few
+messages, which consumers make harmless (allocation tracks positions, outside consumers
+dedupe on decision_id, the DLQ carries the source coordinates).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from eventsourcing.application import Application
+from eventsourcing.persistence import Notification, ProcessRecorder, Tracking
+
+from services.allocation.translate import decision_message
+from services.intake.translate import dead_letter_message, sku_command_messages
+from services.kafka import SOURCE_POSITION_HEADER
+from services.logs import get_logger
+from services.metrics import PUBLISHED, RELAY_POSITION
+from services.settings import Settings
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    topic: str
+    key: str | None
+    value: bytes
+    position: int
+
+
+Translate = Callable[[Any, int], list[Outgoing]]
+
+
+def intake_outgoing(settings: Settings) -> Translate:
+    topics = settings.topics
+
+    def translate(event: Any, notification_id: int) -> list[Outgoing]:
+        out = [
+            Outgoing(
+                topics.sku_commands,
+                message.sku,
+                message.model_dump_json().encode(),
+                message.position,
+            )
+            for message in sku_command_messages(event, notification_id)
+        ]
+        dead = dead_letter_message(event)
+        if dead is not None:
+            out.append(
+                Outgoing(
+                    topics.dead_letters, dead.key, dead.model_dump_json().encode(), notification_id
+                )
+            )
+        return out
+
+    return translate
+
+
+def allocation_outgoing(settings: Settings) -> Translate:
+    topic = settings.topics.decisions
+
+    def translate(event: Any, notification_id: int) -> list[Outgoing]:
+        decision = decision_message(event)
+        if decision is None:
+            return []
+        return [
+            Outgoing(topic, decision.order_id, decision.model_dump_json().encode(), notification_id)
+        ]
+
+    return translate
+
+
+class Relay:
+    """Follows one application's notification log and publishes what it translates to."""
+
+    def __init__(
+        self,
+        name: str,
+        app: Application[Any],
+        translate: Translate,
+        producer: AIOKafkaProducer,
+        settings: Settings,
+    ) -> None:
+        self.name = name
+        self.app = app
+        self.translate = translate
+        self.producer = producer
+        self.settings = settings
+        self.stopping = asyncio.Event()
+        self.tracking_name = f"relay:{name}"
+
+    @property
+    def recorder(self) -> ProcessRecorder:
+        recorder = self.app.recorder
+        assert isinstance(recorder, ProcessRecorder)
+        return recorder
+
+    def position(self) -> int:
+        return self.recorder.max_tracking_id(self.tracking_name) or 0
+
+    def _read(self, after: int) -> tuple[list[Outgoing], int]:
+        notifications: Sequence[Notification] = self.recorder.select_notifications(
+            start=after, limit=self.settings.relay_batch_size, inclusive_of_start=False
+        )
+        out: list[Outgoing] = []
+        for notification in notifications:
+            event = self.app.mapper.to_domain_event(notification)
+            out.extend(self.translate(event, notification.id))
+        last = notifications[-1].id if notifications else after
+        return out, last
+
+    async def run(self) -> None:
+        position = await asyncio.to_thread(self.position)
+        log.info("relay started", relay=self.name, position=position)
+        while not self.stopping.is_set():
+            try:
+                out, last = await asyncio.to_thread(self._read, position)
+                if last == position:
+                    await self._idle()
+                    continue
+                await self.publish(out)
+                await asyncio.to_thread(
+                    self.recorder.insert_tracking, Tracking(self.tracking_name, last)
+                )
+                position = last
+                RELAY_POSITION.labels(self.name).set(position)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                log.warning("relay retrying after error", relay=self.name, error=repr(error))
+                await asyncio.sleep(1.0)
+                position = await asyncio.to_thread(self.position)
+
+    async def publish(self, out: Sequence[Outgoing]) -> None:
+        futures = [
+            await self.producer.send(
+                item.topic,
+                value=item.value,
+                key=None if item.key is None else item.key.encode(),
+                headers=[(SOURCE_POSITION_HEADER, str(item.position).encode())],
+            )
+            for item in out
+        ]
+        if futures:
+            await asyncio.gather(*futures)
+        for item in out:
+            PUBLISHED.labels(item.topic).inc()
+
+    async def _idle(self) -> None:
+        try:
+            await asyncio.wait_for(self.stopping.wait(), timeout=self.settings.relay_idle_interval)
+        except TimeoutError:
+            pass
+
+    def stop(self) -> None:
+        self.stopping.set()

@@ -1,0 +1,101 @@
+"""Every setting comes from the environment, through this one class; nothing connects here."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Topics(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TOPIC_", extra="ignore")
+
+    orders: str = "orders"
+    cancellations: str = "cancellations"
+    receipts: str = "receipts"
+    sku_commands: str = "sku-commands"
+    decisions: str = "allocation-decisions"
+    dead_letters: str = "fulfillment-dlq"
+
+    def inputs(self) -> list[str]:
+        return [self.orders, self.cancellations, self.receipts]
+
+
+class Settings(BaseSettings):
+    """Configuration of one fulfillment process (any or all of its stages)."""
+
+    model_config = SettingsConfigDict(extra="ignore")
+
+    kafka_bootstrap_servers: str = Field(
+        default="127.0.0.1:9092", description="Comma-separated host:port list."
+    )
+    database_url: str = Field(
+        default="sqlite:///data/fulfillment",
+        description="sqlite:///PATH (one file per application: PATH-intake.db, ...) "
+        "or postgresql://USER:PASSWORD@HOST:PORT/DB[?schema=NAME].",
+    )
+    http_host: str = "0.0.0.0"  # noqa: S104 - a service listens on all interfaces by default
+    http_port: int = Field(default=8080, ge=1, le=65535)
+    consumer_group: str = "fulfillment"
+
+    sku_commands_partitions: int = Field(default=6, ge=1, le=1000)
+    topic_partitions: int = Field(default=3, ge=1, le=1000)
+    topic_replication_factor: int = Field(default=1, ge=1)
+
+    batch_max_records: int = Field(default=500, ge=1, le=100_000)
+    batch_timeout_ms: int = Field(default=100, ge=0)
+    relay_batch_size: int = Field(default=1000, ge=1)
+    relay_idle_interval: float = Field(default=0.05, gt=0)
+    aggregate_cache_size: int = Field(default=100_000, ge=1)
+    backorders_allowed: bool = Field(
+        default=True, description="False: what stock cannot cover is rejected (a lost sale)."
+    )
+
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: str | None = None
+    kafka_ssl_certfile: str | None = None
+    kafka_ssl_keyfile: str | None = None
+
+    log_level: str = "INFO"
+    log_format: Literal["console", "json"] = "console"
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url_is_supported(cls, value: str) -> str:
+        if not value.startswith(("sqlite:///", "postgresql://", "postgres://")):
+            raise ValueError(
+                "DATABASE_URL must start with sqlite:/// (e.g. sqlite:///data/fulfillment) "
+                "or postgresql:// (e.g. postgresql://user:pass@127.0.0.1:5432/fulfillment)"
+            )
+        return value
+
+    @cached_property
+    def topics(self) -> Topics:
+        return Topics()
+
+    def kafka_client_options(self) -> dict[str, object]:
+        """Connection and security options shared by every Kafka client we create."""
+        options: dict[str, object] = {
+            "bootstrap_servers": self.kafka_bootstrap_servers,
+            "security_protocol": self.kafka_security_protocol,
+        }
+        if self.kafka_sasl_mechanism:
+            options["sasl_mechanism"] = self.kafka_sasl_mechanism
+            options["sasl_plain_username"] = self.kafka_sasl_username
+            options["sasl_plain_password"] = (
+                self.kafka_sasl_password.get_secret_value() if self.kafka_sasl_password else None
+            )
+        if self.kafka_security_protocol in ("SSL", "SASL_SSL"):
+            from aiokafka.helpers import create_ssl_context
+
+            options["ssl_context"] = create_ssl_context(
+                cafile=self.kafka_ssl_cafile,
+                certfile=self.kafka_ssl_certfile,
+                keyfile=self.kafka_ssl_keyfile,
+            )
+        return options
