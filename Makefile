@@ -33,7 +33,7 @@ lint: install
 	$(BIN)/ruff format --check .
 
 typecheck: install
-	$(BIN)/mypy events services projections tests bench
+	$(BIN)/mypy $$(ls -d events services projections tests bench 2>/dev/null)
 
 unit: install
 	$(BIN)/pytest tests/unit

@@ -5,7 +5,7 @@ from __future__ import annotations
 from services.allocation.application import Allocation
 from services.intake.application import Intake
 from services.settings import Settings
-from services.store import application_env
+from services.store import application_env, ensure_schema
 
 
 def cache_env(settings: Settings) -> dict[str, str]:
@@ -17,10 +17,12 @@ def cache_env(settings: Settings) -> dict[str, str]:
 
 
 def build_intake(settings: Settings) -> Intake:
+    ensure_schema(settings.database_url)
     return Intake(env=application_env(settings.database_url, "intake", **cache_env(settings)))
 
 
 def build_allocation(settings: Settings) -> Allocation:
+    ensure_schema(settings.database_url)
     return Allocation(
         env=application_env(settings.database_url, "allocation", **cache_env(settings))
     )

@@ -62,7 +62,7 @@ def demo(
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Publish the demo scenario to a running service and show its decisions as they arrive."""
-    from services.demo import play
+    from services.demo import Observer, play
 
     settings = _settings()
     table = Table(title="allocation-decisions", show_lines=False)
@@ -98,7 +98,7 @@ def demo(
 
     try:
         plan, decisions, dead_letters = asyncio.run(
-            play(settings, run_id, on_step, on_decision, on_dead_letter)
+            play(settings, run_id, observer=Observer(on_step, on_decision, on_dead_letter))
         )
     except TimeoutError:
         console.print(

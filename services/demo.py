@@ -154,77 +154,98 @@ def scenario(run_id: str, settings: Settings) -> Scenario:
     return plan
 
 
+@dataclass
+class Observer:
+    """What the demo shows as it goes; the CLI prints, tests collect."""
+
+    on_step: Callable[[Step], None] | None = None
+    on_decision: Callable[[dict[str, Any]], None] | None = None
+    on_dead_letter: Callable[[dict[str, Any]], None] | None = None
+
+
+@dataclass
+class _Watch:
+    """Reads the demo's own decisions and dead letters off the output topics."""
+
+    plan: Scenario
+    settings: Settings
+    consumer: AIOKafkaConsumer
+    observer: Observer
+    decisions: list[dict[str, Any]] = field(default_factory=list)
+    dead_letters: list[dict[str, Any]] = field(default_factory=list)
+
+    async def pin_start(self) -> None:
+        topics = self.settings.topics
+        partitions = [
+            TopicPartition(topic, p)
+            for topic in (topics.decisions, topics.dead_letters)
+            for p in await _partitions(self.consumer, topic)
+        ]
+        self.consumer.assign(partitions)
+        await self.consumer.seek_to_end(*partitions)
+        for partition in partitions:  # fix the start before anything is published
+            await self.consumer.position(partition)
+
+    async def step(self, step: Step, seconds: float) -> None:
+        found: dict[str, tuple[int, dict[str, Any]]] = {}
+        want_dead = len(self.dead_letters) + step.expect_dead_letters
+        async with asyncio.timeout(seconds):
+            while len(found) < step.expect_decisions or len(self.dead_letters) < want_dead:
+                await self._poll(found)
+        # Decisions for different orders travel on different partitions: put them back in
+        # the order the service took them.
+        for _, body in sorted(found.values(), key=lambda item: item[0]):
+            self.decisions.append(body)
+            if self.observer.on_decision:
+                self.observer.on_decision(body)
+
+    async def _poll(self, found: dict[str, tuple[int, dict[str, Any]]]) -> None:
+        topics = self.settings.topics
+        known = {d["decision_id"] for d in self.decisions}
+        batch = await self.consumer.getmany(timeout_ms=200)
+        for record in (record for records in batch.values() for record in records):
+            body = json.loads(record.value)
+            if record.topic == topics.decisions and body.get("sku") == self.plan.sku:
+                if body["decision_id"] not in known:  # a relay's resend is deduped here
+                    found[body["decision_id"]] = (_position(record), body)
+            elif record.topic == topics.dead_letters and self.plan.run_id in (body["key"] or ""):
+                self.dead_letters.append(body)
+                if self.observer.on_dead_letter:
+                    self.observer.on_dead_letter(body)
+
+
 async def play(
     settings: Settings,
     run_id: str | None = None,
-    on_step: Callable[[Step], None] | None = None,
-    on_decision: Callable[[dict[str, Any]], None] | None = None,
-    on_dead_letter: Callable[[dict[str, Any]], None] | None = None,
+    *,
+    observer: Observer | None = None,
     step_timeout: float = 60.0,
 ) -> tuple[Scenario, list[dict[str, Any]], list[dict[str, Any]]]:
     """Publishes the scenario step by step; returns the decisions and dead letters it got."""
     plan = scenario(run_id or uuid.uuid4().hex[:8], settings)
-    topics = settings.topics
+    observer = observer or Observer()
     options = settings.kafka_client_options()
-    watcher = AIOKafkaConsumer(**options, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**options, enable_auto_commit=False)
     producer = AIOKafkaProducer(**options, acks="all", enable_idempotence=True)
-    await watcher.start()
+    await consumer.start()
     await producer.start()
-    decisions: list[dict[str, Any]] = []
-    dead_letters: list[dict[str, Any]] = []
+    watch = _Watch(plan, settings, consumer, observer)
     try:
-        partitions = [
-            TopicPartition(topic, p)
-            for topic in (topics.decisions, topics.dead_letters)
-            for p in (watcher.partitions_for_topic(topic) or await _partitions(watcher, topic))
-        ]
-        watcher.assign(partitions)
-        await watcher.seek_to_end(*partitions)
-        for partition in partitions:  # pin the start before anything is published
-            await watcher.position(partition)
+        await watch.pin_start()
         for step in plan.steps:
-            if on_step:
-                on_step(step)
+            if observer.on_step:
+                observer.on_step(step)
             await producer.send_and_wait(step.topic, step.value, key=step.key.encode())
-            step_decisions: list[tuple[int, dict[str, Any]]] = []
-            want_dead = len(dead_letters) + step.expect_dead_letters
-            async with asyncio.timeout(step_timeout):
-                while len(step_decisions) < step.expect_decisions or len(dead_letters) < want_dead:
-                    batch = await watcher.getmany(timeout_ms=200)
-                    for records in batch.values():
-                        for record in records:
-                            body = json.loads(record.value)
-                            if record.topic == topics.decisions and body.get("sku") == plan.sku:
-                                seen = {d["decision_id"] for d in decisions} | {
-                                    d["decision_id"] for _, d in step_decisions
-                                }
-                                if body["decision_id"] not in seen:  # dedupe a relay's resend
-                                    step_decisions.append((_position(record), body))
-                            elif record.topic == topics.dead_letters and plan.run_id in (
-                                body.get("key") or ""
-                            ):
-                                dead_letters.append(body)
-                                if on_dead_letter:
-                                    on_dead_letter(body)
-            # Decisions for different orders travel on different partitions: put them back
-            # in the order the service took them.
-            for _, body in sorted(step_decisions, key=lambda item: item[0]):
-                decisions.append(body)
-                if on_decision:
-                    on_decision(body)
-        # Anything more (say, from the duplicate) would show up now.
+            await watch.step(step, step_timeout)
+        # Anything unexpected (say, from the duplicate) would show up now.
         await asyncio.sleep(1.0)
-        late = await watcher.getmany(timeout_ms=500)
-        for records in late.values():
-            for record in records:
-                body = json.loads(record.value)
-                if record.topic == topics.decisions and body.get("sku") == plan.sku:
-                    if body["decision_id"] not in {d["decision_id"] for d in decisions}:
-                        decisions.append(body)
+        extra: dict[str, tuple[int, dict[str, Any]]] = {}
+        await watch._poll(extra)
+        watch.decisions.extend(body for _, body in sorted(extra.values(), key=lambda i: i[0]))
     finally:
         await producer.stop()
-        await watcher.stop()
-    return plan, decisions, dead_letters
+        await consumer.stop()
+    return plan, watch.decisions, watch.dead_letters
 
 
 def _position(record: Any) -> int:
@@ -236,7 +257,7 @@ def _position(record: Any) -> int:
 
 async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
     for _ in range(50):
-        await consumer._client.force_metadata_update()  # noqa: SLF001 - no public refresh
+        await consumer._client.force_metadata_update()
         found = consumer.partitions_for_topic(topic)
         if found:
             return set(found)

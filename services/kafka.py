@@ -26,7 +26,10 @@ from services.settings import Settings
 log = get_logger(__name__)
 
 SOURCE_POSITION_HEADER = "source-position"
-# Room for a dead letter that wraps a just-over-1-MiB input (base64 grows it by a third).
+# Input topics we create accept up to 2 MiB, so that an oversize input reaches intake and is
+# dead-lettered with a reason instead of failing in its producer; the DLQ has room for a
+# dead letter that wraps such an input (base64 grows it by a third).
+INPUT_MAX_BYTES = 2 * MAX_MESSAGE_BYTES
 DEAD_LETTER_MAX_BYTES = 4 * MAX_MESSAGE_BYTES
 
 
@@ -60,11 +63,7 @@ async def ensure_topics(settings: Settings) -> dict[str, int]:
                 name=name,
                 num_partitions=count,
                 replication_factor=settings.topic_replication_factor,
-                topic_configs=(
-                    {"max.message.bytes": str(DEAD_LETTER_MAX_BYTES)}
-                    if name == topics.dead_letters
-                    else {}
-                ),
+                topic_configs=_topic_configs(settings, name),
             )
             for name, count in wanted.items()
             if name not in existing
@@ -84,6 +83,15 @@ async def ensure_topics(settings: Settings) -> dict[str, int]:
         return counts
     finally:
         await admin.close()
+
+
+def _topic_configs(settings: Settings, name: str) -> dict[str, str]:
+    topics = settings.topics
+    if name == topics.dead_letters:
+        return {"max.message.bytes": str(DEAD_LETTER_MAX_BYTES)}
+    if name in topics.inputs():
+        return {"max.message.bytes": str(INPUT_MAX_BYTES)}
+    return {}
 
 
 def check_partition_count(recorder: Any, topic: str, actual: int) -> None:
@@ -176,7 +184,7 @@ class BatchConsumer:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             isolation_level="read_committed",
-            max_partition_fetch_bytes=2 * MAX_MESSAGE_BYTES,
+            max_partition_fetch_bytes=INPUT_MAX_BYTES + 64 * 1024,
             fetch_max_bytes=16 * MAX_MESSAGE_BYTES,
             session_timeout_ms=10000,
             heartbeat_interval_ms=3000,

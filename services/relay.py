@@ -8,6 +8,7 @@ dedupe on decision_id, the DLQ carries the source coordinates).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -153,10 +154,8 @@ class Relay:
             PUBLISHED.labels(item.topic).inc()
 
     async def _idle(self) -> None:
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.stopping.wait(), timeout=self.settings.relay_idle_interval)
-        except TimeoutError:
-            pass
 
     def stop(self) -> None:
         self.stopping.set()

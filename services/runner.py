@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Coroutine
 from typing import Any
 
+from services.allocation.application import Allocation
 from services.allocation.worker import AllocationHandler
 from services.bootstrap import build_allocation, build_intake
+from services.intake.application import Intake
 from services.intake.worker import IntakeHandler
 from services.kafka import BatchConsumer, check_partition_count, ensure_topics, make_producer
 from services.logs import get_logger
@@ -21,80 +23,107 @@ log = get_logger(__name__)
 
 STAGES = ("intake", "allocation", "relay")
 
+Task = tuple[str, Callable[[], Coroutine[Any, Any, None]], Callable[[], None]]
+
+
+class Service:
+    """The stages of one process; `run()` returns once `stop()` was called and all stopped."""
+
+    def __init__(self, settings: Settings, stages: Collection[str] = STAGES) -> None:
+        self.settings = settings
+        self.stages = set(stages)
+        self.intake: Intake | None = None
+        self.allocation: Allocation | None = None
+        self._tasks: list[Task] = []
+        self._cleanups: list[Callable[[], Awaitable[Any]]] = []
+        self._stopping = asyncio.Event()
+        self.started = asyncio.Event()
+
+    async def _build(self) -> None:
+        settings, topics, stages = self.settings, self.settings.topics, self.stages
+        counts = await ensure_topics(settings)
+        log.info(
+            "starting",
+            stages=sorted(stages),
+            kafka=settings.kafka_bootstrap_servers,
+            database=redact(settings.database_url),
+        )
+        if {"intake", "relay"} & stages:
+            self.intake = await asyncio.to_thread(build_intake, settings)
+            check_partition_count(
+                self.intake.process_recorder, topics.sku_commands, counts[topics.sku_commands]
+            )
+        if {"allocation", "relay"} & stages:
+            self.allocation = await asyncio.to_thread(build_allocation, settings)
+            check_partition_count(
+                self.allocation.process_recorder, topics.sku_commands, counts[topics.sku_commands]
+            )
+        if "intake" in stages and self.intake is not None:
+            self._consume("intake", topics.inputs(), IntakeHandler(self.intake, settings))
+        if "allocation" in stages and self.allocation is not None:
+            self._consume("allocation", [topics.sku_commands], AllocationHandler(self.allocation))
+        if "relay" in stages and self.intake is not None and self.allocation is not None:
+            producer = make_producer(settings)
+            await producer.start()
+            self._cleanups.append(producer.stop)
+            for relay in (
+                Relay(
+                    topics.sku_commands, self.intake, intake_outgoing(settings), producer, settings
+                ),
+                Relay(
+                    topics.decisions,
+                    self.allocation,
+                    allocation_outgoing(settings),
+                    producer,
+                    settings,
+                ),
+            ):
+                self._tasks.append((f"relay:{relay.name}", relay.run, relay.stop))
+
+    def _consume(self, stage: str, topics: list[str], handler: Any) -> None:
+        loop = BatchConsumer(
+            self.settings, topics, f"{self.settings.consumer_group}-{stage}", handler
+        )
+        self._tasks.append((stage, loop.run, loop.stop))
+
+    def stop(self) -> None:
+        self._stopping.set()
+        for _, _, stop in self._tasks:
+            stop()
+
+    async def run(self) -> None:
+        try:
+            await self._build()
+            if self._stopping.is_set():
+                return
+            tasks = {asyncio.create_task(run(), name=name): name for name, run, _ in self._tasks}
+            log.info("running", stages=list(tasks.values()))
+            self.started.set()
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            failed = [task for task in done if not task.cancelled() and task.exception()]
+            for task in failed:
+                log.error("stage failed; stopping", stage=tasks[task], error=repr(task.exception()))
+            if failed:
+                self.stop()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if failed:
+                raise failed[0].exception()  # type: ignore[misc]
+        finally:
+            for cleanup in self._cleanups:
+                await cleanup()
+            log.info("stopped")
+
 
 async def serve(settings: Settings, stages: Collection[str] = STAGES) -> None:
-    """Starts the stages; returns when they have all stopped."""
-    counts = await ensure_topics(settings)
-    topics = settings.topics
-    log.info(
-        "starting",
-        stages=sorted(stages),
-        kafka=settings.kafka_bootstrap_servers,
-        database=redact(settings.database_url),
-    )
-    runners: list[tuple[str, Callable[[], Awaitable[None]], Callable[[], None]]] = []
-    cleanups: list[Callable[[], Awaitable[Any]]] = []
-    keep: list[Any] = []  # eventsourcing closes an application's pool when it is collected
-
-    needs_intake = {"intake", "relay"} & set(stages)
-    needs_allocation = {"allocation", "relay"} & set(stages)
-    intake = await asyncio.to_thread(build_intake, settings) if needs_intake else None
-    allocation = await asyncio.to_thread(build_allocation, settings) if needs_allocation else None
-    keep += [intake, allocation]
-    sku_partitions = counts[topics.sku_commands]
-    if intake is not None:
-        check_partition_count(intake.process_recorder, topics.sku_commands, sku_partitions)
-    if allocation is not None:
-        check_partition_count(allocation.process_recorder, topics.sku_commands, sku_partitions)
-
-    if "intake" in stages and intake is not None:
-        intake_loop = BatchConsumer(
-            settings,
-            topics.inputs(),
-            f"{settings.consumer_group}-intake",
-            IntakeHandler(intake, settings),
-        )
-        runners.append(("intake", intake_loop.run, intake_loop.stop))
-    if "allocation" in stages and allocation is not None:
-        allocation_loop = BatchConsumer(
-            settings,
-            [topics.sku_commands],
-            f"{settings.consumer_group}-allocation",
-            AllocationHandler(allocation),
-        )
-        runners.append(("allocation", allocation_loop.run, allocation_loop.stop))
-    if "relay" in stages and intake is not None and allocation is not None:
-        producer = make_producer(settings)
-        await producer.start()
-        cleanups.append(producer.stop)
-        for relay in (
-            Relay(topics.sku_commands, intake, intake_outgoing(settings), producer, settings),
-            Relay(topics.decisions, allocation, allocation_outgoing(settings), producer, settings),
-        ):
-            runners.append((f"relay:{relay.name}", relay.run, relay.stop))
-
-    stop_all = [stop for _, _, stop in runners]
+    """Runs until SIGTERM or SIGINT: the batch in flight commits, then everything closes."""
+    service = Service(settings, stages)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, lambda: [stop() for stop in stop_all])
-    tasks = {asyncio.create_task(run(), name=name): name for name, run, _ in runners}
-    log.info("running", stages=[name for name, _, _ in runners])
+            loop.add_signal_handler(sig, service.stop)
     try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-        for task in done:
-            if task.exception() is not None:
-                log.error("stage failed", stage=tasks[task], error=repr(task.exception()))
-                for stop in stop_all:
-                    stop()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        for task in tasks:
-            if not task.cancelled() and task.exception() is not None:
-                raise task.exception()  # type: ignore[misc]
+        await service.run()
     finally:
-        for cleanup in cleanups:
-            await cleanup()
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(sig)
-        log.info("stopped")

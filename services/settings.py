@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import cached_property
 from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
@@ -39,6 +38,7 @@ class Settings(BaseSettings):
     http_host: str = "0.0.0.0"  # noqa: S104 - a service listens on all interfaces by default
     http_port: int = Field(default=8080, ge=1, le=65535)
     consumer_group: str = "fulfillment"
+    topics: Topics = Field(default_factory=Topics, description="Topic names (TOPIC_* variables).")
 
     sku_commands_partitions: int = Field(default=6, ge=1, le=1000)
     topic_partitions: int = Field(default=3, ge=1, le=1000)
@@ -73,10 +73,6 @@ class Settings(BaseSettings):
                 "or postgresql:// (e.g. postgresql://user:pass@127.0.0.1:5432/fulfillment)"
             )
         return value
-
-    @cached_property
-    def topics(self) -> Topics:
-        return Topics()
 
     def kafka_client_options(self) -> dict[str, object]:
         """Connection and security options shared by every Kafka client we create."""

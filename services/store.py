@@ -78,3 +78,20 @@ def redact(database_url: str) -> str:
         netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
         return parts._replace(netloc=netloc).geturl()
     return database_url
+
+
+def ensure_schema(database_url: str) -> None:
+    """Creates the PostgreSQL schema named by ?schema= (eventsourcing expects it to exist)."""
+    if not is_postgres(database_url):
+        return
+    schema = parse_qs(urlsplit(database_url).query).get("schema")
+    if not schema:
+        return
+    import psycopg
+    from psycopg import sql
+
+    dsn = urlsplit(database_url)._replace(query="").geturl()
+    with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as connection:
+        connection.execute(
+            sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema[0]))
+        )

@@ -69,7 +69,7 @@ class Allocation(Application[UUID]):
     def sku(self, sku: str) -> Sku:
         """The SKU's aggregate, or a new one for a SKU never seen."""
         try:
-            found = self.repository.get(sku_aggregate_id(sku), deepcopy_from_cache=False)
+            found: Sku = self.repository.get(sku_aggregate_id(sku), deepcopy_from_cache=False)
         except AggregateNotFoundError:
             return Sku.register(sku)
         assert isinstance(found, Sku)
@@ -77,7 +77,7 @@ class Allocation(Application[UUID]):
 
     def find_sku(self, sku: str) -> Sku | None:
         try:
-            found = self.repository.get(sku_aggregate_id(sku))
+            found: Sku = self.repository.get(sku_aggregate_id(sku))
         except AggregateNotFoundError:
             return None
         assert isinstance(found, Sku)

@@ -23,14 +23,14 @@ def sku_command_messages(event: Any, notification_id: int) -> list[SkuCommands]:
         for index, line in enumerate(event.lines):
             per_sku.setdefault(line["sku"], []).append(_place_line(event, index, line))
     elif isinstance(event, Order.CancellationAccepted):
-        for line in event.lines:
-            per_sku.setdefault(line["sku"], []).append(
+        for cancelled in event.lines:
+            per_sku.setdefault(cancelled["sku"], []).append(
                 CancelLine(
                     causation_id=UUID(event.event_id),
                     occurred_at=event.occurred_at,
                     order_id=event.order_id,
-                    line_id=line["line_id"],
-                    quantity=line["quantity"],
+                    line_id=cancelled["line_id"],
+                    quantity=cancelled["quantity"],
                     reason=event.reason,
                 )
             )

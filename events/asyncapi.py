@@ -1,0 +1,271 @@
+"""One AsyncAPI 3.0 document for every topic of the contract, built with faststream.
+
+Documentation only: the workers in `services/` consume and produce with aiokafka directly
+(see the `services/kafka.py` docstring). The `FastStream` app built here is never run and
+its broker never connects; the handlers below are never called. `build_app()` declares what
+flows on each topic and `asyncapi_document()` renders it, with a few additions faststream
+0.7.8 cannot express (see `_complete`).
+
+Topic names and the server address are the defaults from `services.settings`, not the
+environment, so the document is the same wherever it is generated.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from importlib import metadata
+from pathlib import Path
+from typing import Annotated, Any
+
+from faststream import FastStream
+from faststream.kafka import KafkaBroker
+from faststream.specification import AsyncAPI
+from pydantic import Field
+
+from events.commands import SkuCommands
+from events.dead_letters import DeadLetter
+from events.decisions import AllocationDecision
+from events.inputs import OrderCancelled, OrderPlaced, StockReceived
+
+TITLE = "fulfillment"
+PACKAGE = "fulfillment"
+_PYPROJECT = Path(__file__).resolve().parent.parent / "pyproject.toml"
+
+# The discriminated union of the six decisions, titled so that faststream names its schema
+# `AllocationDecision` (a `oneOf` of the six models with `discriminator: type`) rather than
+# `<channel>:Message:Payload`.
+AllocationDecisionPayload = Annotated[AllocationDecision, Field(title="AllocationDecision")]
+
+ORDER_KEY = "`order_id` of the order, as a UTF-8 string."
+SKU_KEY = "`sku`, as a UTF-8 string."
+DEAD_LETTER_KEY = "The key of the original message, unchanged (absent if it had none)."
+SOURCE_POSITION = (
+    "The message's `position` as decimal ASCII digits: intake's notification id x 1000 + "
+    "the SKU's index in that notification; increasing per partition. The allocation stage "
+    "tracks it instead of Kafka offsets."
+)
+
+
+def default_topics() -> dict[str, str]:
+    """The default topic names, whatever `TOPIC_*` variables the environment holds."""
+    from services.settings import Topics
+
+    topics = Topics.model_construct()  # defaults only: the document must not depend on env
+    return {
+        "orders": topics.orders,
+        "cancellations": topics.cancellations,
+        "receipts": topics.receipts,
+        "sku_commands": topics.sku_commands,
+        "decisions": topics.decisions,
+        "dead_letters": topics.dead_letters,
+    }
+
+
+def default_bootstrap_servers() -> str:
+    from services.settings import Settings
+
+    value = Settings.model_fields["kafka_bootstrap_servers"].default
+    assert isinstance(value, str)
+    return value
+
+
+def package_version() -> str:
+    """The version in pyproject.toml (the source of truth in a checkout), else as installed."""
+    if _PYPROJECT.is_file():
+        project = tomllib.loads(_PYPROJECT.read_text(encoding="utf-8")).get("project", {})
+        if project.get("name") == PACKAGE and isinstance(project.get("version"), str):
+            return str(project["version"])
+    return metadata.version(PACKAGE)
+
+
+def build_app() -> FastStream:
+    """A FastStream app that declares every topic; nothing connects until `run()`, never
+    called for it."""
+    topics = default_topics()
+    broker = KafkaBroker(
+        default_bootstrap_servers(),
+        description="Default address; set KAFKA_BOOTSTRAP_SERVERS. "
+        "Topic names are defaults too; set TOPIC_ORDERS, TOPIC_CANCELLATIONS, ...",
+    )
+
+    @broker.subscriber(
+        topics["orders"],
+        title=topics["orders"],
+        description=f"Input: customers' orders, published by other services. Key: {ORDER_KEY}",
+    )
+    async def orders(message: OrderPlaced) -> None:
+        """Documentation only; the workers in services/ consume with aiokafka directly."""
+
+    @broker.subscriber(
+        topics["cancellations"],
+        title=topics["cancellations"],
+        description="Input: cancellations of whole orders or of some lines, published by "
+        f"other services. Key: {ORDER_KEY}",
+    )
+    async def cancellations(message: OrderCancelled) -> None:
+        """Documentation only; the workers in services/ consume with aiokafka directly."""
+
+    @broker.subscriber(
+        topics["receipts"],
+        title=topics["receipts"],
+        description=f"Input: stock received for a SKU, published by other services. Key: {SKU_KEY}",
+    )
+    async def receipts(message: StockReceived) -> None:
+        """Documentation only; the workers in services/ consume with aiokafka directly."""
+
+    @broker.subscriber(
+        topics["sku_commands"],
+        title=f"{topics['sku_commands']}:allocation",
+        description="Internal, read by the allocation stage: intake's validated history, "
+        f"one message per intake notification and SKU. Key: {SKU_KEY} "
+        f"Header `source-position`: {SOURCE_POSITION}",
+    )
+    async def sku_commands(message: SkuCommands) -> None:
+        """Documentation only; the workers in services/ consume with aiokafka directly."""
+
+    broker.publisher(
+        topics["sku_commands"],
+        title=f"{topics['sku_commands']}:intake",
+        description="Internal, written by intake's relay (the same messages as "
+        f"`{topics['sku_commands']}:allocation` reads). Key: {SKU_KEY} "
+        f"Header `source-position`: {SOURCE_POSITION}",
+        schema=SkuCommands,
+    )
+    broker.publisher(
+        topics["decisions"],
+        title=topics["decisions"],
+        description="Output: one message per allocation decision, in the order they were "
+        "taken; `type` tells which of the six decisions it is. "
+        f"Key: {ORDER_KEY}",
+        schema=AllocationDecisionPayload,
+    )
+    broker.publisher(
+        topics["dead_letters"],
+        title=topics["dead_letters"],
+        description="Output: input messages the service could not apply, with the reason "
+        f"and the original bytes. Key: {DEAD_LETTER_KEY}",
+        schema=DeadLetter,
+    )
+
+    return FastStream(
+        broker,
+        specification=AsyncAPI(
+            title=TITLE,
+            version=package_version(),
+            description="Allocation and backorders per SKU, over Kafka. Messages are JSON "
+            "objects in UTF-8; readers ignore unknown fields. The JSON Schema of each "
+            "message is also in events/schemas/; docs/contract.md explains the rules.",
+        ),
+    )
+
+
+def asyncapi_document() -> dict[str, Any]:
+    """The AsyncAPI document as plain JSON-compatible data, in a stable key order."""
+    app = build_app()
+    document: dict[str, Any] = json.loads(app.schema.to_specification().to_json())
+    _complete(document)
+    return _stable(document)
+
+
+def _stable(document: dict[str, Any]) -> dict[str, Any]:
+    """A fixed order for faststream's output, which follows a `WeakSet` of subscribers and
+    publishers (memory addresses): channels, operations and messages in topic order (inputs,
+    internal, outputs), schemas by name, top-level keys as AsyncAPI lists them."""
+    topic_order = list(default_topics().values())
+
+    def channel_rank(name: str) -> tuple[int, str]:
+        address = document["channels"][name]["address"]
+        rank = topic_order.index(address) if address in topic_order else len(topic_order)
+        return rank, name
+
+    channels = sorted(document["channels"], key=channel_rank)
+    document["channels"] = {name: document["channels"][name] for name in channels}
+    by_channel = {
+        name: operation["channel"]["$ref"].removeprefix("#/channels/")
+        for name, operation in document["operations"].items()
+    }
+    document["operations"] = {
+        name: document["operations"][name]
+        for name in sorted(document["operations"], key=lambda op: channel_rank(by_channel[op]))
+    }
+    components = document["components"]
+    message_order = [
+        reference["$ref"].removeprefix("#/components/messages/")
+        for channel in document["channels"].values()
+        for reference in channel["messages"].values()
+    ]
+    components["messages"] = {
+        name: components["messages"][name]
+        for name in sorted(components["messages"], key=message_order.index)
+    }
+    components["schemas"] = dict(sorted(components["schemas"].items()))
+    first = ["asyncapi", "info", "defaultContentType", "servers", "channels", "operations"]
+    ordered = {key: document[key] for key in first if key in document}
+    ordered.update((key, value) for key, value in document.items() if key not in ordered)
+    return ordered
+
+
+def _complete(document: dict[str, Any]) -> None:
+    """What faststream 0.7.8 cannot declare, added to its output.
+
+    - Message keys: faststream has no Kafka message binding; we add `bindings.kafka.key`.
+    - The `source-position` header of `sku-commands`: faststream messages have no headers.
+    - `correlationId`: faststream claims every message carries its `correlation_id`
+      header; our aiokafka workers neither send nor read one, so it is removed.
+    - Discriminators: AsyncAPI requires the discriminator property (`type`) to be required
+      in each alternative; pydantic's validation-mode schemas (what faststream uses) leave
+      it optional because it has a default. Every message we write carries it.
+    """
+    schemas: dict[str, Any] = document["components"]["schemas"]
+    for schema in list(schemas.values()):
+        _require_discriminators(schema, schemas)
+    topics = default_topics()
+    keys = {
+        topics["orders"]: ORDER_KEY,
+        topics["cancellations"]: ORDER_KEY,
+        topics["receipts"]: SKU_KEY,
+        topics["sku_commands"]: SKU_KEY,
+        topics["decisions"]: ORDER_KEY,
+        topics["dead_letters"]: DEAD_LETTER_KEY,
+    }
+    messages: dict[str, Any] = document["components"]["messages"]
+    for channel in document["channels"].values():
+        address = channel["address"]
+        for reference in channel["messages"].values():
+            name = reference["$ref"].removeprefix("#/components/messages/")
+            message = messages[name]
+            message.pop("correlationId", None)
+            key: dict[str, Any] = {"type": "string", "description": keys[address]}
+            message["bindings"] = {"kafka": {"key": key, "bindingVersion": "0.4.0"}}
+            if address == topics["sku_commands"]:
+                message["headers"] = {
+                    "type": "object",
+                    "properties": {
+                        "source-position": {
+                            "type": "string",
+                            "pattern": "^[0-9]+$",
+                            "description": SOURCE_POSITION,
+                        }
+                    },
+                    "required": ["source-position"],
+                }
+
+
+def _require_discriminators(node: Any, schemas: dict[str, Any]) -> None:
+    if isinstance(node, list):
+        for item in node:
+            _require_discriminators(item, schemas)
+        return
+    if not isinstance(node, dict):
+        return
+    discriminator = node.get("discriminator")
+    if isinstance(discriminator, str):
+        for alternative in node.get("oneOf", []):
+            name = alternative.get("$ref", "").removeprefix("#/components/schemas/")
+            target = schemas.get(name)
+            if target is not None and discriminator in target.get("properties", {}):
+                required = {*target.get("required", []), discriminator}
+                target["required"] = [field for field in target["properties"] if field in required]
+    for value in node.values():
+        _require_discriminators(value, schemas)

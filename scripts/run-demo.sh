@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# `make run`: the service on the embedded default (SQLite), with the demo played against it.
+# On a terminal the service keeps running after the demo until Ctrl-C; elsewhere it stops.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export DATABASE_URL="${DATABASE_URL:-sqlite:///data/fulfillment}"
+mkdir -p data
+log=data/service.log
+
+.venv/bin/fulfillment run >"$log" 2>&1 &
+service=$!
+stop() { kill -TERM "$service" 2>/dev/null && wait "$service" 2>/dev/null || true; }
+trap stop EXIT INT TERM
+
+echo "fulfillment: running (pid $service, store $DATABASE_URL, log $log)"
+for _ in $(seq 1 60); do
+  grep -q '"running"\|running ' "$log" 2>/dev/null && break
+  kill -0 "$service" 2>/dev/null || { echo "the service stopped:"; tail -20 "$log"; exit 1; }
+  sleep 0.5
+done
+
+.venv/bin/fulfillment demo
+
+if [ -t 0 ] && [ -z "${CI:-}" ]; then
+  echo
+  echo "The service is still running (log: $log). Ctrl-C stops it."
+  wait "$service"
+fi

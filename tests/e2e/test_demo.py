@@ -1,0 +1,97 @@
+"""User story: an SRE starts the service and plays the demo; the decisions tell the story."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.kafka
+
+CLI = str(Path(sys.executable).parent / "fulfillment")
+
+EXPECTED = [
+    # (decision, order, quantity, queue position or what is still owed)
+    ("LineAllocated", 1, 2, None),
+    ("LineAllocated", 2, 3, None),
+    ("LineBackordered", 3, 2, 1),
+    ("LineBackordered", 4, 1, 2),
+    ("LineBackordered", 5, 2, 1),  # priority 10 jumps the queue
+    ("BackorderFilled", 5, 2, 0),  # the receipt fills the head first...
+    ("BackorderFilled", 3, 1, 1),  # ...and the next one partially
+    ("AllocationReleased", 1, 2, None),
+    ("BackorderFilled", 3, 1, 0),  # the release fills the queue in order
+    ("BackorderFilled", 4, 1, 0),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _environment(kafka_bootstrap: str, database_url: str) -> dict[str, str]:
+    tag = uuid.uuid4().hex[:10]
+    env = dict(os.environ)
+    env.update(
+        KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap,
+        DATABASE_URL=database_url,
+        CONSUMER_GROUP=f"e2e-{tag}",
+        TOPIC_ORDERS=f"e{tag}.orders",
+        TOPIC_CANCELLATIONS=f"e{tag}.cancellations",
+        TOPIC_RECEIPTS=f"e{tag}.receipts",
+        TOPIC_SKU_COMMANDS=f"e{tag}.sku-commands",
+        TOPIC_DECISIONS=f"e{tag}.decisions",
+        TOPIC_DEAD_LETTERS=f"e{tag}.dlq",
+        HTTP_PORT=str(_free_port()),
+    )
+    return env
+
+
+def test_the_demo_scenario_produces_exactly_the_decisions_of_the_story(
+    kafka_bootstrap: str, database_url: str, tmp_path: Path
+) -> None:
+    env = _environment(kafka_bootstrap, database_url)
+    log = (tmp_path / "service.log").open("w")
+    service = subprocess.Popen([CLI, "run"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        played = subprocess.run(
+            [CLI, "demo", "--json", "--run-id", "e2e"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
+        assert played.returncode == 0, played.stdout + played.stderr
+        result: dict[str, Any] = json.loads(played.stdout)
+    finally:
+        service.send_signal(signal.SIGTERM)
+        code = service.wait(timeout=60)
+    assert code == 0, (tmp_path / "service.log").read_text()[-3000:]
+
+    decisions = [
+        (
+            d["type"],
+            int(d["order_id"].rsplit("-", 1)[1]),
+            d["quantity"],
+            d.get("queue_position", d.get("remaining_backordered")),
+        )
+        for d in result["decisions"]
+    ]
+    assert decisions == EXPECTED
+    assert {d["sku"] for d in result["decisions"]} == {"TEE-RED-M-e2e"}
+    assert len({d["decision_id"] for d in result["decisions"]}) == len(EXPECTED)
+    [dead] = result["dead_letters"]
+    assert dead["error"].startswith("value is not JSON")
+    assert dead["payload"] == "{this is not json"

@@ -1,0 +1,202 @@
+"""Test helpers: isolated settings, the service in-process, publishing and reading topics."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.structs import ConsumerRecord
+
+from services.runner import STAGES, Service
+from services.settings import Settings, Topics
+
+T0 = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
+
+
+def isolated_settings(bootstrap: str, database_url: str, **overrides: Any) -> Settings:
+    """Settings with topics and a consumer group no other test shares."""
+    tag = uuid.uuid4().hex[:10]
+    topics = Topics(
+        orders=f"t{tag}.orders",
+        cancellations=f"t{tag}.cancellations",
+        receipts=f"t{tag}.receipts",
+        sku_commands=f"t{tag}.sku-commands",
+        decisions=f"t{tag}.allocation-decisions",
+        dead_letters=f"t{tag}.dlq",
+    )
+    options: dict[str, Any] = {
+        "kafka_bootstrap_servers": bootstrap,
+        "database_url": database_url,
+        "topics": topics,
+        "consumer_group": f"test-{tag}",
+        "batch_timeout_ms": 20,
+        "relay_idle_interval": 0.02,
+    }
+    options.update(overrides)
+    return Settings(**options)
+
+
+@contextlib.asynccontextmanager
+async def running(settings: Settings, stages: Sequence[str] = STAGES) -> AsyncIterator[Service]:
+    """The service, started in this event loop and stopped cleanly on exit."""
+    service = Service(settings, stages)
+    task = asyncio.create_task(service.run())
+    started = asyncio.create_task(service.started.wait())
+    done, _ = await asyncio.wait({task, started}, timeout=60, return_when=asyncio.FIRST_COMPLETED)
+    if task in done:
+        task.result()  # raises what made it stop
+    assert started in done, "the service did not start within 60 s"
+    try:
+        yield service
+    finally:
+        service.stop()
+        await asyncio.wait_for(task, timeout=60)
+
+
+def event_id() -> str:
+    return str(uuid.uuid4())
+
+
+def at(minutes: float) -> str:
+    return (T0 + timedelta(minutes=minutes)).isoformat()
+
+
+def order(
+    order_id: str,
+    lines: Sequence[tuple[str, str, int]],
+    *,
+    minutes: float = 0,
+    priority: int = 0,
+    customer_id: str = "C-1",
+    eid: str | None = None,
+) -> dict[str, Any]:
+    return {
+        "type": "OrderPlaced",
+        "event_id": eid or event_id(),
+        "occurred_at": at(minutes),
+        "order_id": order_id,
+        "customer_id": customer_id,
+        "priority": priority,
+        "lines": [{"line_id": lid, "sku": sku, "quantity": qty} for lid, sku, qty in lines],
+    }
+
+
+def receipt(receipt_id: str, sku: str, quantity: int, *, minutes: float = 0) -> dict[str, Any]:
+    return {
+        "type": "StockReceived",
+        "event_id": event_id(),
+        "occurred_at": at(minutes),
+        "receipt_id": receipt_id,
+        "sku": sku,
+        "quantity": quantity,
+    }
+
+
+def cancellation(
+    order_id: str, lines: Sequence[tuple[str, int | None]] | None = None, *, minutes: float = 0
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "type": "OrderCancelled",
+        "event_id": event_id(),
+        "occurred_at": at(minutes),
+        "order_id": order_id,
+        "reason": "customer_request",
+    }
+    if lines is not None:
+        body["lines"] = [
+            {"line_id": lid} if qty is None else {"line_id": lid, "quantity": qty}
+            for lid, qty in lines
+        ]
+    return body
+
+
+async def publish(settings: Settings, messages: Sequence[tuple[str, str, bytes]]) -> None:
+    """(topic, key, value) in order; waits for every acknowledgement."""
+    producer = AIOKafkaProducer(
+        **settings.kafka_client_options(),
+        acks="all",
+        enable_idempotence=True,
+        max_request_size=4 * 1024 * 1024,
+    )
+    await producer.start()
+    try:
+        futures = [
+            await producer.send(topic, value, key=key.encode()) for topic, key, value in messages
+        ]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+def as_json(body: dict[str, Any]) -> bytes:
+    return json.dumps(body).encode()
+
+
+async def read_topic(
+    settings: Settings,
+    topic: str,
+    *,
+    until: Callable[[list[ConsumerRecord]], bool],
+    timeout: float = 60,
+    settle: float = 0.0,
+) -> list[ConsumerRecord]:
+    """Everything on a topic from the start, until `until` holds (then `settle` s more)."""
+    consumer = AIOKafkaConsumer(**settings.kafka_client_options(), enable_auto_commit=False)
+    await consumer.start()
+    records: list[ConsumerRecord] = []
+    try:
+        partitions: set[int] = set()
+        for _ in range(100):
+            partitions = consumer.partitions_for_topic(topic) or set()
+            if partitions:
+                break
+            await consumer._client.force_metadata_update()
+            await asyncio.sleep(0.1)
+        assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(assigned)
+        await consumer.seek_to_beginning(*assigned)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        settle_until: float | None = None
+        while loop.time() < deadline:
+            batch = await consumer.getmany(timeout_ms=200)
+            for part in batch.values():
+                records.extend(part)
+            if settle_until is None and until(records):
+                settle_until = loop.time() + settle
+            if settle_until is not None and loop.time() >= settle_until:
+                return records
+        raise AssertionError(
+            f"timed out after {timeout}s on {topic}: {len(records)} records so far"
+        )
+    finally:
+        await consumer.stop()
+
+
+def bodies(records: Sequence[ConsumerRecord]) -> list[dict[str, Any]]:
+    return [json.loads(record.value) for record in records]
+
+
+def position(record: ConsumerRecord) -> int:
+    for key, value in record.headers or ():
+        if key == "source-position":
+            return int(value)
+    raise AssertionError("record has no source-position header")
+
+
+def in_decision_order(records: Sequence[ConsumerRecord]) -> list[dict[str, Any]]:
+    """Decisions across partitions, in the order the service took them, deduplicated."""
+    seen: set[str] = set()
+    ordered = []
+    for record in sorted(records, key=position):
+        body = json.loads(record.value)
+        if body["decision_id"] not in seen:
+            seen.add(body["decision_id"])
+            ordered.append(body)
+    return ordered

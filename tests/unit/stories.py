@@ -1,0 +1,172 @@
+"""Builders shared by the unit tests: a Sku driven command by command, and contract events.
+
+Each command gets the next intake position and a fresh cause, like intake's log would give.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID, uuid5
+
+from events.inputs import CancelledLine, OrderCancelled, OrderLine, OrderPlaced, StockReceived
+from services.allocation.domain import Cause, Sku
+
+T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
+CAUSE_NAMESPACE = UUID("6f1d3a52-9a0e-4d47-9c1e-0f3a2b1c4d5e")
+
+Decision = tuple[Any, ...]
+
+
+def at(minutes: float) -> datetime:
+    return T0 + timedelta(minutes=minutes)
+
+
+def cause_id(n: int) -> UUID:
+    """A stable event id per number, so two runs of one story have the same causes."""
+    return uuid5(CAUSE_NAMESPACE, str(n))
+
+
+def decided(events: Sequence[object]) -> list[Decision]:
+    """The decisions among the events, as (type, order_id, line_id, quantity, *extra).
+
+    extra is queue_position for LineBackordered, remaining_backordered for BackorderFilled
+    and reason for LineRejected.
+    """
+    rows: list[Decision] = []
+    for event in events:
+        if not isinstance(event, Sku.Decided):
+            continue
+        row: Decision = (type(event).__name__, event.order_id, event.line_id, event.quantity)
+        if isinstance(event, Sku.LineBackordered):
+            row = (*row, event.queue_position)
+        elif isinstance(event, Sku.BackorderFilled):
+            row = (*row, event.remaining_backordered)
+        elif isinstance(event, Sku.LineRejected):
+            row = (*row, event.reason)
+        rows.append(row)
+    return rows
+
+
+def event_fields(events: Sequence[object]) -> list[tuple[str, dict[str, Any]]]:
+    """Every field of every event but the wall-clock timestamp the library adds."""
+    return [
+        (type(event).__name__, {k: v for k, v in vars(event).items() if k != "timestamp"})
+        for event in events
+    ]
+
+
+class SkuStory:
+    """One SKU, given commands and then a command whose events are returned."""
+
+    def __init__(self, sku: str = "SKU-RED-M") -> None:
+        self.sku = Sku.register(sku)
+        self.position = 0
+        self.sku.collect_events()
+
+    def next_cause(self, minutes: float = 0, causation_id: UUID | None = None) -> Cause:
+        self.position += 1
+        return Cause(causation_id or cause_id(self.position), at(minutes), self.position)
+
+    def place(
+        self,
+        order_id: str,
+        quantity: int,
+        *,
+        line_id: str = "1",
+        line_index: int = 0,
+        priority: int = 0,
+        minutes: float = 0,
+        cancelled_before_placement: int = 0,
+        backorders_allowed: bool = True,
+        cause: Cause | None = None,
+    ) -> list[object]:
+        self.sku.place_line(
+            cause or self.next_cause(minutes),
+            order_id=order_id,
+            line_id=line_id,
+            line_index=line_index,
+            customer_id=f"C-{order_id}",
+            priority=priority,
+            quantity=quantity,
+            cancelled_before_placement=cancelled_before_placement,
+            backorders_allowed=backorders_allowed,
+        )
+        return list(self.sku.collect_events())
+
+    def receive(self, quantity: int, *, cause: Cause | None = None) -> list[object]:
+        cause = cause or self.next_cause()
+        self.sku.receive_stock(cause, receipt_id=f"R-{cause.position}", quantity=quantity)
+        return list(self.sku.collect_events())
+
+    def cancel(
+        self,
+        order_id: str,
+        quantity: int | None = None,
+        *,
+        line_id: str = "1",
+        cause: Cause | None = None,
+    ) -> list[object]:
+        self.sku.cancel_line(
+            cause or self.next_cause(), order_id=order_id, line_id=line_id, quantity=quantity
+        )
+        return list(self.sku.collect_events())
+
+    def line(self, order_id: str, line_id: str = "1") -> dict[str, Any]:
+        return dict(self.sku.lines[f"{order_id}\n{line_id}"])
+
+    def queue(self) -> list[tuple[str, str, int]]:
+        return [
+            (line["order_id"], line["line_id"], line["backordered"])
+            for line in self.sku.queued_lines()
+        ]
+
+
+# --- contract input events ---------------------------------------------------------------
+
+
+def order_placed(
+    order_id: str,
+    lines: Sequence[tuple[str, str, int]],
+    *,
+    event_id: UUID,
+    priority: int = 0,
+    minutes: float = 0,
+) -> OrderPlaced:
+    return OrderPlaced(
+        event_id=event_id,
+        occurred_at=at(minutes),
+        order_id=order_id,
+        customer_id=f"C-{order_id}",
+        priority=priority,
+        lines=[OrderLine(line_id=i, sku=s, quantity=q) for i, s, q in lines],
+    )
+
+
+def order_cancelled(
+    order_id: str,
+    lines: Sequence[tuple[str, int | None]] | None = None,
+    *,
+    event_id: UUID,
+    minutes: float = 1,
+) -> OrderCancelled:
+    return OrderCancelled(
+        event_id=event_id,
+        occurred_at=at(minutes),
+        order_id=order_id,
+        lines=None if lines is None else [CancelledLine(line_id=i, quantity=q) for i, q in lines],
+        reason="customer_request",
+    )
+
+
+def stock_received(
+    receipt_id: str, sku: str, quantity: int, *, event_id: UUID, minutes: float = 2
+) -> StockReceived:
+    return StockReceived(
+        event_id=event_id,
+        occurred_at=at(minutes),
+        receipt_id=receipt_id,
+        sku=sku,
+        quantity=quantity,
+    )
