@@ -122,6 +122,209 @@ def demo(
     console.print(table)
 
 
+@app.command()
+def sku(
+    sku: Annotated[str, typer.Argument(help="The SKU.")],
+    history: Annotated[bool, typer.Option(help="Also show every event of the SKU.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """Show a SKU's stock, its backorder queue in fill order, and (--history) its events."""
+    from services.bootstrap import build_allocation
+    from services.operations import as_json as to_json
+    from services.operations import describe, sku_history, sku_view
+
+    settings = _settings()
+    allocation = build_allocation(settings)
+    view = sku_view(allocation, sku)
+    if view is None:
+        console.print(f"[red]unknown SKU {sku!r}[/red]: no order or receipt has named it")
+        raise typer.Exit(1)
+    events = [describe(event) for event in sku_history(allocation, sku)] if history else []
+    if as_json:
+        print(to_json({**vars(view), "history": events}))
+        return
+    console.print(
+        f"[bold]{view.sku}[/bold]: received {view.received}, available {view.available}, "
+        f"allocated {view.allocated}, backordered {view.backordered} "
+        f"({len(view.queue)} open backorders)"
+    )
+    queue = Table(title="backorder queue, in fill order")
+    for column in ("position", "order", "line", "customer", "priority", "owed", "placed at"):
+        queue.add_column(column)
+    for position, line in enumerate(view.queue, start=1):
+        queue.add_row(
+            str(position),
+            line["order_id"],
+            line["line_id"],
+            line["customer_id"],
+            str(line["priority"]),
+            str(line["backordered"]),
+            line["placed_at"].isoformat(),
+        )
+    console.print(queue)
+    if history:
+        _print_history(events)
+
+
+@app.command()
+def order(
+    order_id: Annotated[str, typer.Argument(help="The order id.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """Show an order's history: what intake recorded, then every decision on its lines."""
+    from services.bootstrap import build_allocation, build_intake
+    from services.operations import as_json as to_json
+    from services.operations import order_history
+
+    settings = _settings()
+    intake, allocation = build_intake(settings), build_allocation(settings)
+    events = order_history(intake, allocation, order_id)
+    if not events:
+        console.print(f"[red]unknown order {order_id!r}[/red]")
+        raise typer.Exit(1)
+    if as_json:
+        print(to_json(events))
+        return
+    _print_history(events)
+
+
+def _print_history(events: list[dict[str, object]]) -> None:
+    table = Table(title="history, oldest first")
+    for column in ("event", "business time", "details"):
+        table.add_column(column)
+    hidden = {"event", "recorded_at", "occurred_at", "originator_version"}
+    for event in events:
+        details = ", ".join(f"{k}={v}" for k, v in event.items() if k not in hidden)
+        table.add_row(str(event["event"]), str(event.get("occurred_at", "")), details)
+    console.print(table)
+
+
+@app.command()
+def replay(
+    into: Annotated[
+        str | None,
+        typer.Option(help="Re-derive into this DATABASE_URL (default: in memory)."),
+    ] = None,
+) -> None:
+    """Re-derive every decision from intake's recorded inputs and compare with the live ones.
+
+    Exits 1 if any SKU's decisions differ (ids included)."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from services.allocation.application import Allocation
+    from services.bootstrap import build_allocation, build_intake
+    from services.operations import replay as run_replay
+    from services.store import application_env
+
+    settings = _settings()
+    intake, live = build_intake(settings), build_allocation(settings)
+    env = (
+        application_env(into, "allocation")
+        if into
+        else {"PERSISTENCE_MODULE": "eventsourcing.popo"}
+    )
+    fresh = Allocation(env=env)
+    columns = (TextColumn("re-deriving"), BarColumn(), TextColumn("{task.completed}/{task.total}"))
+    with Progress(*columns, TimeRemainingColumn(), console=console) as progress:
+        task = progress.add_task("replay", total=None)
+        report = run_replay(
+            intake,
+            live,
+            fresh,
+            lambda done, total: progress.update(task, completed=done, total=total),
+        )
+    console.print(
+        f"commands {report.commands}, decisions live {report.live}, "
+        f"re-derived {report.rederived}, SKUs that differ {len(report.mismatched_skus)}"
+    )
+    if not report.identical:
+        console.print(f"[red]differ:[/red] {', '.join(report.mismatched_skus[:20])}")
+        raise typer.Exit(1)
+    console.print("[green]identical[/green]: the recorded inputs give the same decisions")
+
+
+dlq = typer.Typer(help="The dead-letter topic: list it, re-drive from it.", no_args_is_help=True)
+app.add_typer(dlq, name="dlq")
+
+
+@dlq.command("list")
+def dlq_list(
+    limit: Annotated[int, typer.Option(help="Show at most this many, newest last.")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """List dead letters: where each came from and why it was not applied."""
+    from services.dead_letters import list_letters
+
+    settings = _settings()
+    letters = asyncio.run(list_letters(settings))[-limit:]
+    if as_json:
+        print(
+            json.dumps(
+                [
+                    {
+                        "partition": x.partition,
+                        "offset": x.offset,
+                        **x.letter.model_dump(mode="json"),
+                    }
+                    for x in letters
+                ],
+                indent=2,
+            )
+        )
+        return
+    table = Table(title=f"{settings.topics.dead_letters}: {len(letters)} shown")
+    for column in ("dlq offset", "from", "key", "error", "failed at"):
+        table.add_column(column)
+    for x in letters:
+        source = f"{x.letter.source_topic}:{x.letter.partition}:{x.letter.offset}"
+        table.add_row(
+            f"{x.partition}:{x.offset}",
+            source,
+            x.letter.key or "",
+            x.letter.error,
+            x.letter.failed_at.isoformat(),
+        )
+    console.print(table)
+
+
+@dlq.command("redrive")
+def dlq_redrive(
+    offset: Annotated[
+        list[str] | None, typer.Option(help="PARTITION:OFFSET of a dead letter (repeatable).")
+    ] = None,
+    source_topic: Annotated[str | None, typer.Option(help="Only letters from this topic.")] = None,
+    error_contains: Annotated[
+        str | None, typer.Option(help="Only letters whose error has this.")
+    ] = None,
+    all_letters: Annotated[bool, typer.Option("--all", help="Every letter that matches.")] = False,
+    dry_run: Annotated[bool, typer.Option(help="Show what would be re-driven.")] = False,
+) -> None:
+    """Re-publish dead letters to their source topics, once their cause is fixed.
+
+    Safe to repeat: intake ignores what it already applied."""
+    from services.dead_letters import Letter, redrive
+
+    if not (offset or source_topic or error_contains or all_letters):
+        console.print("say which letters: --offset P:O, --source-topic, --error-contains or --all")
+        raise typer.Exit(2)
+    wanted = set(offset or [])
+
+    def select(letter: Letter) -> bool:
+        return (
+            (not wanted or f"{letter.partition}:{letter.offset}" in wanted)
+            and (source_topic is None or letter.letter.source_topic == source_topic)
+            and (error_contains is None or error_contains in letter.letter.error)
+        )
+
+    settings = _settings()
+    sent = asyncio.run(redrive(settings, select=select, dry_run=dry_run))
+    verb = "would re-drive" if dry_run else "re-drove"
+    console.print(f"{verb} {len(sent)} dead letter(s)")
+    for letter in sent:
+        where = f"{letter.partition}:{letter.offset} → {letter.letter.source_topic}"
+        console.print(f"  {where}: {letter.letter.error}")
+
+
 def main() -> None:
     app()
 

@@ -8,16 +8,24 @@ import signal
 from collections.abc import Awaitable, Callable, Collection, Coroutine
 from typing import Any
 
+from eventsourcing.persistence import PersistenceError
+
 from services.allocation.application import Allocation
 from services.allocation.worker import AllocationHandler
 from services.bootstrap import build_allocation, build_intake
 from services.intake.application import Intake
 from services.intake.worker import IntakeHandler
-from services.kafka import BatchConsumer, check_partition_count, ensure_topics, make_producer
+from services.kafka import (
+    BatchConsumer,
+    ConfigurationError,
+    check_partition_count,
+    ensure_topics,
+    make_producer,
+)
 from services.logs import get_logger
 from services.relay import Relay, allocation_outgoing, intake_outgoing
 from services.settings import Settings
-from services.store import redact
+from services.store import DatabaseUrlError, redact
 
 log = get_logger(__name__)
 
@@ -48,16 +56,21 @@ class Service:
             kafka=settings.kafka_bootstrap_servers,
             database=redact(settings.database_url),
         )
-        if {"intake", "relay"} & stages:
-            self.intake = await asyncio.to_thread(build_intake, settings)
-            check_partition_count(
-                self.intake.process_recorder, topics.sku_commands, counts[topics.sku_commands]
-            )
-        if {"allocation", "relay"} & stages:
-            self.allocation = await asyncio.to_thread(build_allocation, settings)
-            check_partition_count(
-                self.allocation.process_recorder, topics.sku_commands, counts[topics.sku_commands]
-            )
+        try:
+            if {"intake", "relay"} & stages:
+                self.intake = await asyncio.to_thread(build_intake, settings)
+            if {"allocation", "relay"} & stages:
+                self.allocation = await asyncio.to_thread(build_allocation, settings)
+        except (DatabaseUrlError, PersistenceError, OSError) as error:
+            raise ConfigurationError(
+                f"cannot open the store at {redact(settings.database_url)} ({error}); "
+                "start PostgreSQL (make postgres) or fix DATABASE_URL"
+            ) from error
+        for app in (self.intake, self.allocation):
+            if app is not None:
+                check_partition_count(
+                    app.process_recorder, topics.sku_commands, counts[topics.sku_commands]
+                )
         if "intake" in stages and self.intake is not None:
             self._consume("intake", topics.inputs(), IntakeHandler(self.intake, settings))
         if "allocation" in stages and self.allocation is not None:
