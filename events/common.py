@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BeforeValidator, BaseModel, ConfigDict, Field
 
 MAX_QUANTITY = 1_000_000
 MAX_LINES_PER_ORDER = 500
@@ -14,6 +14,13 @@ MAX_MESSAGE_BYTES = 1024 * 1024
 
 # Printable: no C0/C1 control characters (tabs and newlines included), 1 to 64 of them.
 PRINTABLE_PATTERN = r"^[^\x00-\x1F\x7F-\x9F]+$"
+
+
+def _rfc3339_text(value: object) -> object:
+    """JSON carries times as text; a bare number is not a business time."""
+    if isinstance(value, str | datetime):
+        return value
+    raise ValueError("must be an RFC 3339 date-time string with a zone")
 
 
 def _to_utc(value: datetime) -> datetime:
@@ -28,6 +35,7 @@ Identifier = Annotated[
 Quantity = Annotated[int, Field(strict=True, ge=1, le=MAX_QUANTITY)]
 BusinessTime = Annotated[
     AwareDatetime,
+    BeforeValidator(_rfc3339_text),
     AfterValidator(_to_utc),
     Field(description="RFC 3339 date-time with a zone; business time, compared in UTC."),
 ]

@@ -51,7 +51,7 @@ class Allocation(Application[UUID]):
                 outcome.skipped += 1
                 continue
             for index, command in enumerate(message.commands):
-                cause = Cause(command.causation_id, command.occurred_at, first + index)
+                cause = Cause(command.causation_id, command.occurred_at, first + index, step=index)
                 _apply(sku, cause, command)
             outcome.applied += 1
         processing = ProcessingEvent[UUID](tracking=tracking)

@@ -27,9 +27,15 @@ def line_key(order_id: str, line_id: str) -> str:
     return f"{order_id}\n{line_id}"
 
 
-def decision_id(kind: str, causation_id: UUID, sku: str, order_id: str, line_id: str) -> UUID:
-    """One cause moves one line at most once per decision type, so this is unique."""
-    return uuid5(DECISION_NAMESPACE, f"{kind}\n{causation_id}\n{sku}\n{order_id}\n{line_id}")
+def decision_id(
+    kind: str, causation_id: UUID, step: int, sku: str, order_id: str, line_id: str
+) -> UUID:
+    """One command moves one line at most once per decision type, so this is unique; one
+    input can be several commands for a SKU (a cancellation of two of its lines), so the
+    command's step within the input is part of it."""
+    return uuid5(
+        DECISION_NAMESPACE, f"{kind}\n{causation_id}\n{step}\n{sku}\n{order_id}\n{line_id}"
+    )
 
 
 class Line(TypedDict):
@@ -49,11 +55,13 @@ class Line(TypedDict):
 
 @dataclass(frozen=True)
 class Cause:
-    """The input that moves stock: its event id, business time and intake position."""
+    """The input that moves stock: its event id, business time and intake position, and
+    which of the input's commands for this SKU this is (`step`)."""
 
     causation_id: UUID
     occurred_at: datetime
     position: int
+    step: int = 0
 
 
 class Sku(Aggregate):
@@ -117,6 +125,10 @@ class Sku(Aggregate):
         queue_position: int
         line_index: int
         arrival: int
+        # Repeated from the line so that read models of the queue need no other event.
+        customer_id: str
+        priority: int
+        placed_at: datetime
 
         def apply(self, aggregate: Any) -> None:
             super().apply(aggregate)
@@ -157,6 +169,8 @@ class Sku(Aggregate):
                 aggregate.queue.pop(0)
 
     class BackorderCancelled(Decided):
+        remaining_backordered: int
+
         def apply(self, aggregate: Any) -> None:
             super().apply(aggregate)
             key = line_key(self.order_id, self.line_id)
@@ -262,6 +276,9 @@ class Sku(Aggregate):
             queue_position=bisect.bisect(self.queue, entry) + 1,
             line_index=line_index,
             arrival=cause.position,
+            customer_id=customer_id,
+            priority=priority,
+            placed_at=line["placed_at"],
         )
 
     def receive_stock(self, cause: Cause, *, receipt_id: str, quantity: int) -> None:
@@ -292,7 +309,14 @@ class Sku(Aggregate):
         to_cancel = outstanding if quantity is None else min(quantity, outstanding)
         from_queue = min(to_cancel, line["backordered"])
         if from_queue:
-            self._decide(self.BackorderCancelled, cause, order_id, line_id, from_queue)
+            self._decide(
+                self.BackorderCancelled,
+                cause,
+                order_id,
+                line_id,
+                from_queue,
+                remaining_backordered=line["backordered"] - from_queue,
+            )
         released = to_cancel - from_queue
         if released:
             self._decide(self.AllocationReleased, cause, order_id, line_id, released)
@@ -328,7 +352,7 @@ class Sku(Aggregate):
             position=cause.position,
             sku=self.sku,
             decision_id=decision_id(
-                event_class.__name__, cause.causation_id, self.sku, order_id, line_id
+                event_class.__name__, cause.causation_id, cause.step, self.sku, order_id, line_id
             ),
             causation_id=cause.causation_id,
             occurred_at=cause.occurred_at,

@@ -91,8 +91,12 @@ class IntakeHandler:
                 f"({MAX_MESSAGE_BYTES} bytes)",
             )
         try:
-            data = json.loads(value)
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            text = value.decode("utf-8")
+        except UnicodeDecodeError as error:
+            return Input(source, error=f"value is not UTF-8 text: {error}")
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as error:
             return Input(source, error=f"value is not JSON: {error}")
         if not isinstance(data, dict):
             return Input(source, error=f"value is JSON {type(data).__name__}, not an object")

@@ -557,20 +557,51 @@ def test_decision_ids_are_unique_in_a_history() -> None:
     assert len(ids) == len(set(ids))
 
 
-def test_decision_ids_are_unique_when_one_cancellation_releases_two_lines() -> None:
-    """A whole-order cancellation of an order with two lines of one SKU is one message:
-    both CancelLine commands carry the same causation_id. Each release fills the head,
-    and the two fills are two decisions, so they need two ids (consumers dedupe on it)."""
-    story = SkuStory()
-    story.receive(6)
-    story.place("O-1", 3, line_id="1", line_index=0)
-    story.place("O-1", 3, line_id="2", line_index=1)
-    story.place("O-2", 10)
+def test_decision_ids_are_unique_when_one_cancellation_releases_two_lines(
+    tmp_path: Path,
+) -> None:
+    """A whole-order cancellation of an order with two lines of one SKU is one sku-commands
+    message whose two CancelLine commands share the causation_id. Each release fills the
+    head of the queue: two decisions, so two ids (consumers dedupe on decision_id)."""
+    app = Allocation(
+        env={"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": str(tmp_path / "a.db")}
+    )
+    placed = uuid4()
+
+    def place(order_id: str, line_id: str, index: int, quantity: int) -> PlaceLine:
+        return PlaceLine(
+            causation_id=placed if order_id == "O-1" else uuid4(),
+            occurred_at=at(0),
+            order_id=order_id,
+            line_id=line_id,
+            line_index=index,
+            customer_id="C-1",
+            priority=0,
+            quantity=quantity,
+        )
+
+    receipt = ReceiveStock(causation_id=uuid4(), occurred_at=at(0), receipt_id="R", quantity=6)
     cancellation = uuid4()
+    cancel = [
+        CancelLine(causation_id=cancellation, occurred_at=at(1), order_id="O-1", line_id=line)
+        for line in ("1", "2")
+    ]
+    app.apply_commands(
+        [
+            SkuCommands(sku="S", position=1, commands=[receipt]),
+            SkuCommands(
+                sku="S", position=2, commands=[place("O-1", "1", 0, 3), place("O-1", "2", 1, 3)]
+            ),
+            SkuCommands(sku="S", position=3, commands=[place("O-2", "1", 0, 10)]),
+        ],
+        None,
+    )
+    before = app.recorder.max_notification_id() or 0
 
-    events = story.cancel("O-1", line_id="1", cause=story.next_cause(causation_id=cancellation))
-    events += story.cancel("O-1", line_id="2", cause=story.next_cause(causation_id=cancellation))
+    app.apply_commands([SkuCommands(sku="S", position=4, commands=cancel)], None)
 
+    notifications = app.recorder.select_notifications(start=before + 1, limit=100)
+    events = [app.mapper.to_domain_event(n) for n in notifications]
     assert decided(events) == [
         ("AllocationReleased", "O-1", "1", 3),
         ("BackorderFilled", "O-2", "1", 3, 7),
@@ -579,6 +610,7 @@ def test_decision_ids_are_unique_when_one_cancellation_releases_two_lines() -> N
     ]
     ids = [e.decision_id for e in events if isinstance(e, Sku.Decided)]
     assert len(set(ids)) == len(ids), "two different decisions share a decision_id"
+    app.close()
 
 
 def test_decisions_carry_their_cause() -> None:
