@@ -7,6 +7,9 @@ from typing import Any
 
 import pytest
 
+from services.allocation.application import Allocation
+from services.bootstrap import build_allocation, build_intake
+from services.operations import replay
 from services.settings import Settings
 from tests.harness import (
     as_json,
@@ -220,13 +223,23 @@ async def test_a_restart_mid_stream_resumes_without_loss_or_duplicates(
         return isolated_settings(kafka_bootstrap, url, topic_partitions=1)
 
     uninterrupted = await play(fresh("a"), interrupt=False)
-    interrupted = await play(fresh("b"), interrupt=True)
+    interrupted_settings = fresh("b")
+    interrupted = await play(interrupted_settings, interrupt=True)
 
     ids = [json.loads(r.value)["decision_id"] for r in interrupted]
     assert len(ids) == len(set(ids)), "a decision was published twice"
     assert len(uninterrupted) > 40
     # SKUs live on different partitions, decided in parallel: order is per SKU.
     assert _per_sku(interrupted) == _per_sku(uninterrupted)
+
+    # And intake's recorded inputs, replayed without Kafka, give the very same decisions.
+    report = replay(
+        build_intake(interrupted_settings),
+        build_allocation(interrupted_settings),
+        Allocation(env={"PERSISTENCE_MODULE": "eventsourcing.popo"}),
+    )
+    assert report.identical, report
+    assert report.live == len(in_decision_order(interrupted))
 
 
 def _per_sku(records: list[Any]) -> dict[str, list[dict[str, Any]]]:

@@ -299,7 +299,7 @@ def test_bytes_that_are_not_utf8_are_refused_and_kept_as_base64(handler: IntakeH
 
     result = handler.decode(record(value, key=b"O-\xff"))
 
-    assert "not JSON" in refused(result)
+    assert "not UTF-8" in refused(result)
     assert result.source["payload_encoding"] == "base64"
     assert base64.b64decode(result.source["payload"]) == value
     assert result.source["key"] == "O-\ufffd"
@@ -316,3 +316,9 @@ def test_a_date_without_a_time_is_refused(handler: IntakeHandler) -> None:
 def test_a_time_that_is_not_rfc_3339_text_is_refused(handler: IntakeHandler) -> None:
     """A number is not RFC 3339; taken as Unix time it silently becomes another instant."""
     assert "occurred_at" in refused(decode(handler, order(occurred_at=1764064800)))
+
+
+def test_utf16_text_is_refused_because_the_contract_says_utf8(handler: IntakeHandler) -> None:
+    value = json.dumps(order()).encode("utf-16")
+
+    assert "not UTF-8" in refused(handler.decode(record(value)))
