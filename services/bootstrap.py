@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from projections.runner import ReadModels
+from projections.store import ReadStore
 from services.allocation.application import Allocation
 from services.intake.application import Intake
 from services.settings import Settings
@@ -26,3 +28,7 @@ def build_allocation(settings: Settings) -> Allocation:
     return Allocation(
         env=application_env(settings.database_url, "allocation", **cache_env(settings))
     )
+
+
+def build_read_models(settings: Settings, allocation: Allocation) -> ReadModels:
+    return ReadModels(ReadStore(settings.database_url), allocation)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -60,9 +60,13 @@ def run(
 def demo(
     run_id: Annotated[str | None, typer.Option(help="Suffix for the demo's ids.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    api_url: Annotated[
+        str | None, typer.Option(help="The service's HTTP API (default: localhost, HTTP_PORT).")
+    ] = None,
 ) -> None:
-    """Publish the demo scenario to a running service and show its decisions as they arrive."""
-    from services.demo import Observer, play
+    """Publish the demo scenario to a running service, show its decisions as they arrive,
+    then the SKU's queue and demand history from the HTTP API."""
+    from services.demo import Observer, play, read_back
 
     settings = _settings()
     table = Table(title="allocation-decisions", show_lines=False)
@@ -106,20 +110,63 @@ def demo(
             f"{settings.kafka_bootstrap_servers}?"
         )
         raise typer.Exit(1) from None
+    url = api_url or f"http://127.0.0.1:{settings.http_port}"
+    try:
+        views = asyncio.run(read_back(settings, plan, url))
+    except Exception as error:
+        console.print(f"[red]could not read the API at {url}[/red]: {error}")
+        raise typer.Exit(1) from None
     if as_json:
-        json.dump(
-            {
-                "run_id": plan.run_id,
-                "sku": plan.sku,
-                "decisions": decisions,
-                "dead_letters": dead_letters,
-            },
-            sys.stdout,
-            indent=2,
-        )
+        result = {
+            "run_id": plan.run_id,
+            "sku": plan.sku,
+            "decisions": decisions,
+            "dead_letters": dead_letters,
+            **views,
+        }
+        json.dump(result, sys.stdout, indent=2)
         sys.stdout.write("\n")
         return
     console.print(table)
+    _print_views(views)
+
+
+def _print_views(views: dict[str, Any]) -> None:
+    position = views["position"]
+    console.print(
+        f"\n[bold]{position['sku']}[/bold] from the API: available {position['available']}, "
+        f"allocated {position['allocated']}, backordered {position['backordered']}, "
+        f"{position['open_backorders']} open backorder(s)"
+    )
+    queue = Table(title="backorder queue (GET /skus/{sku}/backorders)")
+    for column in ("position", "order", "customer", "priority", "owed", "placed at"):
+        queue.add_column(column)
+    for row in views["queue"]:
+        queue.add_row(
+            str(row["position"]),
+            row["order_id"],
+            row["customer_id"],
+            str(row["priority"]),
+            str(row["quantity"]),
+            row["placed_at"],
+        )
+    console.print(queue)
+    demand = Table(title="demand history (GET /skus/{sku}/demand)")
+    columns = (
+        "bucket_start",
+        "ordered",
+        "allocated",
+        "backordered",
+        "filled",
+        "cancelled",
+        "rejected",
+        "received",
+    )
+    for column in columns:
+        demand.add_column(column)
+    for row in views["demand"]:
+        demand.add_row(*(str(row[c]) for c in columns))
+    console.print(demand)
 
 
 @app.command()

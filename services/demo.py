@@ -30,6 +30,9 @@ class Step:
     value: bytes
     expect_decisions: int = 0
     expect_dead_letters: int = 0
+    # A receipt with nobody waiting decides nothing; the demo waits until intake has
+    # recorded it (its message on sku-commands), since the next order must come after it.
+    expect_recorded: bool = False
 
 
 @dataclass
@@ -37,6 +40,7 @@ class Scenario:
     run_id: str
     sku: str
     steps: list[Step] = field(default_factory=list)
+    position: int = 0  # where the allocation log was when the last decision was seen
 
     def order_id(self, n: int) -> str:
         return f"O-{self.run_id}-{n}"
@@ -81,7 +85,7 @@ def scenario(run_id: str, settings: Settings) -> Scenario:
         ).encode()
 
     add = plan.steps.append
-    add(Step("5 units arrive", topics.receipts, sku, receipt(1, 5, 0)))
+    add(Step("5 units arrive", topics.receipts, sku, receipt(1, 5, 0), expect_recorded=True))
     add(Step("C-1 orders 2: allocated", topics.orders, plan.order_id(1), order(1, "C-1", 2, 5), 1))
     add(Step("C-2 orders 3: sold out", topics.orders, plan.order_id(2), order(2, "C-2", 3, 10), 1))
     add(
@@ -119,7 +123,7 @@ def scenario(run_id: str, settings: Settings) -> Scenario:
         Step(
             "a malformed message: dead-lettered",
             topics.orders,
-            plan.order_id(6),
+            plan.order_id(99),
             b"{this is not json",
             expect_dead_letters=1,
         )
@@ -151,6 +155,15 @@ def scenario(run_id: str, settings: Settings) -> Scenario:
             3,
         )
     )
+    add(
+        Step(
+            "C-6 orders 2: nothing left, first in the queue for the next receipt",
+            topics.orders,
+            plan.order_id(6),
+            order(6, "C-6", 2, 120),
+            1,
+        )
+    )
     return plan
 
 
@@ -173,12 +186,14 @@ class _Watch:
     observer: Observer
     decisions: list[dict[str, Any]] = field(default_factory=list)
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
+    position: int = 0  # the highest allocation-log position among the decisions seen
+    recorded: int = 0  # intake's messages for the demo's SKU
 
     async def pin_start(self) -> None:
         topics = self.settings.topics
         partitions = [
             TopicPartition(topic, p)
-            for topic in (topics.decisions, topics.dead_letters)
+            for topic in (topics.decisions, topics.dead_letters, topics.sku_commands)
             for p in await _partitions(self.consumer, topic)
         ]
         self.consumer.assign(partitions)
@@ -189,12 +204,18 @@ class _Watch:
     async def step(self, step: Step, seconds: float) -> None:
         found: dict[str, tuple[int, dict[str, Any]]] = {}
         want_dead = len(self.dead_letters) + step.expect_dead_letters
+        want_recorded = self.recorded + 1 if step.expect_recorded else 0
         async with asyncio.timeout(seconds):
-            while len(found) < step.expect_decisions or len(self.dead_letters) < want_dead:
+            while (
+                len(found) < step.expect_decisions
+                or len(self.dead_letters) < want_dead
+                or self.recorded < want_recorded
+            ):
                 await self._poll(found)
         # Decisions for different orders travel on different partitions: put them back in
         # the order the service took them.
-        for _, body in sorted(found.values(), key=lambda item: item[0]):
+        for position, body in sorted(found.values(), key=lambda item: item[0]):
+            self.position = max(self.position, position)
             self.decisions.append(body)
             if self.observer.on_decision:
                 self.observer.on_decision(body)
@@ -208,6 +229,8 @@ class _Watch:
             if record.topic == topics.decisions and body.get("sku") == self.plan.sku:
                 if body["decision_id"] not in known:  # a relay's resend is deduped here
                     found[body["decision_id"]] = (_position(record), body)
+            elif record.topic == topics.sku_commands and body.get("sku") == self.plan.sku:
+                self.recorded += 1
             elif record.topic == topics.dead_letters and self.plan.run_id in (body["key"] or ""):
                 self.dead_letters.append(body)
                 if self.observer.on_dead_letter:
@@ -245,6 +268,7 @@ async def play(
     finally:
         await producer.stop()
         await consumer.stop()
+    plan.position = watch.position
     return plan, watch.decisions, watch.dead_letters
 
 
@@ -263,3 +287,18 @@ async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
             return set(found)
         await asyncio.sleep(0.2)
     raise RuntimeError(f"topic {topic!r} not found: is `fulfillment run` running?")
+
+
+async def read_back(settings: Settings, plan: Scenario, api_url: str) -> dict[str, Any]:
+    """The SKU's queue and demand history from the HTTP API, as of the demo's last decision
+    (`min_position`: the API waits until its read models have reached it)."""
+    import httpx
+
+    params = {"min_position": str(plan.position)}
+    async with httpx.AsyncClient(base_url=api_url, timeout=15) as client:
+        position = await client.get(f"/skus/{plan.sku}", params=params)
+        queue = await client.get(f"/skus/{plan.sku}/backorders", params=params)
+        demand = await client.get(f"/skus/{plan.sku}/demand", params=params)
+        for answer in (position, queue, demand):
+            answer.raise_for_status()
+    return {"position": position.json(), "queue": queue.json(), "demand": demand.json()}

@@ -47,6 +47,8 @@ async def ensure_topics(settings: Settings) -> dict[str, int]:
         topics.sku_commands: settings.sku_commands_partitions,
         topics.decisions: settings.topic_partitions,
         topics.dead_letters: settings.topic_partitions,
+        topics.demand_history: settings.topic_partitions,
+        topics.backorder_queue: settings.topic_partitions,
     }
     admin = AIOKafkaAdminClient(**settings.kafka_client_options(), request_timeout_ms=15000)
     try:
@@ -91,6 +93,8 @@ def _topic_configs(settings: Settings, name: str) -> dict[str, str]:
         return {"max.message.bytes": str(DEAD_LETTER_MAX_BYTES)}
     if name in topics.inputs():
         return {"max.message.bytes": str(INPUT_MAX_BYTES)}
+    if name in (topics.demand_history, topics.backorder_queue):
+        return {"cleanup.policy": "compact"}  # the latest row per key is what matters
     return {}
 
 

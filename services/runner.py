@@ -8,11 +8,17 @@ import signal
 from collections.abc import Awaitable, Callable, Collection, Coroutine
 from typing import Any
 
+import psycopg
+import uvicorn
+from aiokafka.admin import AIOKafkaAdminClient
 from eventsourcing.persistence import PersistenceError
 
+from projections.publisher import publish_changes
+from projections.runner import ReadModels, follow
 from services.allocation.application import Allocation
 from services.allocation.worker import AllocationHandler
-from services.bootstrap import build_allocation, build_intake
+from services.api import create_app
+from services.bootstrap import build_allocation, build_intake, build_read_models
 from services.intake.application import Intake
 from services.intake.worker import IntakeHandler
 from services.kafka import (
@@ -29,7 +35,7 @@ from services.store import DatabaseUrlError, redact
 
 log = get_logger(__name__)
 
-STAGES = ("intake", "allocation", "relay")
+STAGES = ("intake", "allocation", "relay", "projections", "api")
 
 Task = tuple[str, Callable[[], Coroutine[Any, Any, None]], Callable[[], None]]
 
@@ -42,6 +48,8 @@ class Service:
         self.stages = set(stages)
         self.intake: Intake | None = None
         self.allocation: Allocation | None = None
+        self.read_models: ReadModels | None = None
+        self.api: uvicorn.Server | None = None
         self._tasks: list[Task] = []
         self._cleanups: list[Callable[[], Awaitable[Any]]] = []
         self._stopping = asyncio.Event()
@@ -59,9 +67,13 @@ class Service:
         try:
             if {"intake", "relay"} & stages:
                 self.intake = await asyncio.to_thread(build_intake, settings)
-            if {"allocation", "relay"} & stages:
+            if {"allocation", "relay", "projections", "api"} & stages:
                 self.allocation = await asyncio.to_thread(build_allocation, settings)
-        except (DatabaseUrlError, PersistenceError, OSError) as error:
+            if {"projections", "api"} & stages and self.allocation is not None:
+                self.read_models = await asyncio.to_thread(
+                    build_read_models, settings, self.allocation
+                )
+        except (DatabaseUrlError, PersistenceError, OSError, psycopg.Error) as error:
             raise ConfigurationError(
                 f"cannot open the store at {redact(settings.database_url)} ({error}); "
                 "start PostgreSQL (make postgres) or fix DATABASE_URL"
@@ -92,6 +104,57 @@ class Service:
                 ),
             ):
                 self._tasks.append((f"relay:{relay.name}", relay.run, relay.stop))
+
+        if "projections" in stages and self.read_models is not None:
+            self._follow(self.read_models)
+        if "api" in stages and self.read_models is not None:
+            await self._serve_api(self.read_models)
+
+    def _follow(self, models: ReadModels) -> None:
+        stopping = asyncio.Event()
+
+        async def feed() -> None:
+            await follow(models, stopping, idle=self.settings.relay_idle_interval)
+
+        self._tasks.append(("projections", feed, stopping.set))
+        if self.settings.publish_read_models:
+            producer = make_producer(self.settings)
+
+            async def stream() -> None:
+                await producer.start()
+                try:
+                    await publish_changes(models, producer, self.settings, stopping)
+                finally:
+                    await producer.stop()
+
+            self._tasks.append(("projections:publish", stream, stopping.set))
+
+    async def _serve_api(self, models: ReadModels) -> None:
+        admin = AIOKafkaAdminClient(**self.settings.kafka_client_options())
+        await admin.start()
+        self._cleanups.append(admin.close)
+
+        async def kafka_ready() -> None:
+            await admin.describe_cluster()
+
+        app = create_app(models, self.settings, kafka_ready)
+        config = uvicorn.Config(
+            app,
+            host=self.settings.http_host,
+            port=self.settings.http_port,
+            log_level="warning",
+            lifespan="off",
+        )
+        server = uvicorn.Server(config)
+        self.api = server
+
+        async def serve() -> None:
+            await server.serve()
+
+        def stop() -> None:
+            server.should_exit = True
+
+        self._tasks.append(("api", serve, stop))
 
     def _consume(self, stage: str, topics: list[str], handler: Any) -> None:
         loop = BatchConsumer(

@@ -17,6 +17,8 @@ class Topics(BaseSettings):
     sku_commands: str = "sku-commands"
     decisions: str = "allocation-decisions"
     dead_letters: str = "fulfillment-dlq"
+    demand_history: str = "demand-history"
+    backorder_queue: str = "backorder-queue"
 
     def inputs(self) -> list[str]:
         return [self.orders, self.cancellations, self.receipts]
@@ -37,6 +39,10 @@ class Settings(BaseSettings):
     )
     http_host: str = "0.0.0.0"  # noqa: S104 - a service listens on all interfaces by default
     http_port: int = Field(default=8080, ge=1, le=65535)
+    publish_read_models: bool = Field(
+        default=True,
+        description="Publish changes of the demand history and the backorder queue to Kafka.",
+    )
     consumer_group: str = "fulfillment"
     topics: Topics = Field(default_factory=Topics, description="Topic names (TOPIC_* variables).")
 

@@ -27,14 +27,13 @@ def line_key(order_id: str, line_id: str) -> str:
     return f"{order_id}\n{line_id}"
 
 
-def decision_id(
-    kind: str, causation_id: UUID, step: int, sku: str, order_id: str, line_id: str
-) -> UUID:
+def decision_id(kind: str, cause: Cause, sku: str, order_id: str, line_id: str) -> UUID:
     """One command moves one line at most once per decision type, so this is unique; one
     input can be several commands for a SKU (a cancellation of two of its lines), so the
     command's step within the input is part of it."""
     return uuid5(
-        DECISION_NAMESPACE, f"{kind}\n{causation_id}\n{step}\n{sku}\n{order_id}\n{line_id}"
+        DECISION_NAMESPACE,
+        f"{kind}\n{cause.causation_id}\n{cause.step}\n{sku}\n{order_id}\n{line_id}",
     )
 
 
@@ -351,9 +350,7 @@ class Sku(Aggregate):
             event_class,
             position=cause.position,
             sku=self.sku,
-            decision_id=decision_id(
-                event_class.__name__, cause.causation_id, cause.step, self.sku, order_id, line_id
-            ),
+            decision_id=decision_id(event_class.__name__, cause, self.sku, order_id, line_id),
             causation_id=cause.causation_id,
             occurred_at=cause.occurred_at,
             order_id=order_id,

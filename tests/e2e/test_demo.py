@@ -30,6 +30,7 @@ EXPECTED = [
     ("AllocationReleased", 1, 2, None),
     ("BackorderFilled", 3, 1, 0),  # the release fills the queue in order
     ("BackorderFilled", 4, 1, 0),
+    ("LineBackordered", 6, 2, 1),  # the story ends with one customer waiting
 ]
 
 
@@ -95,3 +96,26 @@ def test_the_demo_scenario_produces_exactly_the_decisions_of_the_story(
     [dead] = result["dead_letters"]
     assert dead["error"].startswith("value is not JSON")
     assert dead["payload"] == "{this is not json"
+
+    # What the demo read back from the HTTP API, as of its last decision.
+    assert result["position"] == {
+        "sku": "TEE-RED-M-e2e",
+        "available": 0,
+        "allocated": 8,
+        "backordered": 2,
+        "open_backorders": 1,
+    }
+    [waiting] = result["queue"]
+    assert (waiting["position"], waiting["order_id"], waiting["quantity"]) == (1, "O-e2e-6", 2)
+    assert result["demand"] == [
+        {
+            "bucket_start": "2026-11-25",
+            "ordered": 12,
+            "allocated": 5,
+            "backordered": 7,
+            "filled": 5,
+            "cancelled": 2,
+            "rejected": 0,
+            "received": 8,
+        }
+    ]

@@ -1,0 +1,331 @@
+"""Runs every benchmark and prints ONE JSON document on stdout; progress goes to stderr.
+
+    .venv/bin/python -m bench.run [--quick] [--only domain,decode,...] [--stores sqlite,postgres]
+
+PostgreSQL comes from DATABASE_URL_TEST (as `make bench` sets it), else a postgresql
+DATABASE_URL, else `deploy/postgres/postgres.sh url test`; every run uses fresh schemas
+(dropped afterwards unless --keep). Kafka comes from KAFKA_BOOTSTRAP_SERVERS or
+127.0.0.1:9092. Nothing connects until main() runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import structlog
+
+REPO = Path(__file__).resolve().parent.parent
+BENCHMARKS = ("domain", "decode", "allocation_store", "intake_store", "end_to_end")
+STORES = ("sqlite", "postgres")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.run",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add = parser.add_argument
+    add("--quick", action="store_true", help="tiny sizes: a smoke run of every benchmark")
+    add(
+        "--only",
+        default=",".join(BENCHMARKS),
+        help="comma-separated subset of: " + ", ".join(BENCHMARKS),
+    )
+    add("--stores", default=",".join(STORES), help="comma-separated subset of: sqlite, postgres")
+    add("--skus", type=int, default=50, help="SKUs the workloads spread over (default 50)")
+    add("--rounds", type=int, default=3, help="rounds of the in-memory benchmarks; best is kept")
+    add("--domain-commands", type=int, default=50_000)
+    add("--decode-messages", type=int, default=20_000)
+    add("--store-commands", type=int, default=20_000, help="allocation_store, batched")
+    add("--single-commands", type=int, default=1_000, help="allocation_store, batch size 1")
+    add("--batch", type=int, default=500, help="messages per transaction (default 500)")
+    add("--intake-orders", type=int, default=20_000, help="intake_store orders (+10%% cancels)")
+    add("--e2e-orders", type=int, default=5_000, help="end_to_end burst of orders")
+    add("--paced-orders", type=int, default=1_000, help="end_to_end paced orders (0: none)")
+    add("--paced-rate", type=float, default=200.0, help="end_to_end paced orders per second")
+    add("--e2e-timeout", type=float, default=120.0, help="seconds to wait for each phase")
+    add(
+        "--e2e-stages",
+        default="intake,allocation,relay",
+        help="end_to_end: the service's stages to run (default: those that make decisions)",
+    )
+    add("--postgres-url", default=None, help="base PostgreSQL URL (default: see above)")
+    add("--kafka", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"))
+    add("--keep", action="store_true", help="keep the PostgreSQL schemas and Kafka topics")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.rounds = 1
+        args.domain_commands = 2_000
+        args.decode_messages = 1_000
+        args.store_commands = 1_000
+        args.single_commands = 100
+        args.intake_orders = 1_000
+        args.e2e_orders = 200
+        args.paced_orders = 50
+        args.paced_rate = 100.0
+        args.e2e_timeout = 60.0
+    return args
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def quiet_logging() -> None:
+    """The service logs to stdout by default; keep stdout for the JSON document."""
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    logging.getLogger("aiokafka").setLevel(logging.ERROR)
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+    )
+
+
+def machine() -> dict[str, Any]:
+    def version(name: str) -> str | None:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return None
+
+    def git(*args: str) -> str | None:
+        try:
+            found = subprocess.run(
+                ["git", *args], cwd=REPO, capture_output=True, text=True, check=True
+            )
+        except (OSError, subprocess.CalledProcessError):
+            return None
+        return found.stdout.strip()
+
+    return {
+        "cpu_count": os.cpu_count(),
+        "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "packages": {
+            name: version(name) for name in ("eventsourcing", "pydantic", "aiokafka", "psycopg")
+        },
+        "git_commit": git("rev-parse", "--short", "HEAD"),
+        "git_dirty": bool(git("status", "--porcelain")),
+    }
+
+
+def postgres_base(explicit: str | None) -> str:
+    if explicit:
+        return explicit
+    for name in ("DATABASE_URL_TEST", "DATABASE_URL"):
+        url = os.environ.get(name, "")
+        if url.startswith(("postgresql://", "postgres://")):
+            return url
+    found = subprocess.run(
+        ["bash", str(REPO / "deploy/postgres/postgres.sh"), "url", "test"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return found.stdout.strip().splitlines()[-1]
+
+
+class Stores:
+    """Hands out fresh stores: a SQLite file in a temporary directory, a new PG schema."""
+
+    def __init__(self, postgres_url: str | None, keep: bool) -> None:
+        self.postgres_url = postgres_url
+        self.keep = keep
+        self.schemas: list[str] = []
+        self._tmp = tempfile.TemporaryDirectory(prefix="fulfillment-bench-")
+
+    def url(self, kind: str) -> str:
+        name = f"bench_{uuid.uuid4().hex[:10]}"
+        if kind == "sqlite":
+            return f"sqlite:///{self._tmp.name}/{name}"
+        if self.postgres_url is None:
+            raise RuntimeError("no PostgreSQL URL")
+        self.schemas.append(name)
+        separator = "&" if "?" in self.postgres_url else "?"
+        return f"{self.postgres_url}{separator}schema={name}"
+
+    def close(self) -> None:
+        self._tmp.cleanup()
+        if self.keep or not self.schemas or self.postgres_url is None:
+            return
+        import psycopg
+        from psycopg import sql
+
+        parts = urlsplit(self.postgres_url)
+        dsn = parts._replace(query="").geturl()
+        try:
+            with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as connection:
+                connection.execute("SET lock_timeout = '10s'")
+                for schema in self.schemas:
+                    connection.execute(
+                        sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema))
+                    )
+        except psycopg.Error as error:
+            log(f"could not drop schemas {self.schemas}: {error}")
+
+
+def _attempt(name: str, run: Callable[[], Any]) -> Any:
+    """A failing benchmark reports its error instead of losing the others' figures."""
+    log(name)
+    started = time.perf_counter()
+    try:
+        result = run()
+    except (Exception, SystemExit) as error:  # uvicorn exits when its port is taken
+        traceback.print_exc(file=sys.stderr)
+        return {"error": f"{type(error).__name__}: {error}"}
+    log(f"{name}: {time.perf_counter() - started:.1f} s")
+    return result
+
+
+def _bind(run: Callable[[str], Any], url: str) -> Callable[[], Any]:
+    return lambda: run(url)
+
+
+def run_all(args: argparse.Namespace) -> dict[str, Any]:
+    from bench import end_to_end, micro
+
+    only = [name.strip() for name in args.only.split(",") if name.strip()]
+    kinds = [kind.strip() for kind in args.stores.split(",") if kind.strip()]
+    unknown = sorted(set(only) - set(BENCHMARKS)) + sorted(set(kinds) - set(STORES))
+    if unknown:
+        raise SystemExit(f"unknown benchmark or store: {', '.join(unknown)}")
+    postgres: str | None = None
+    if "postgres" in kinds:
+        try:
+            postgres = postgres_base(args.postgres_url)
+        except (OSError, subprocess.CalledProcessError) as error:
+            log(f"no PostgreSQL URL ({error}); PostgreSQL figures are skipped")
+    if postgres is not None and parse_qs(urlsplit(postgres).query).get("schema"):
+        raise SystemExit("give the PostgreSQL URL without ?schema=: each run makes its own")
+
+    results: dict[str, Any] = {}
+    stores = Stores(postgres, args.keep)
+
+    def per_store(name: str, run: Callable[[str], Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for kind in kinds:
+            if kind == "postgres" and postgres is None:
+                out[kind] = {"skipped": "no PostgreSQL URL"}
+                continue
+            out[kind] = _attempt(f"{name} [{kind}]", _bind(run, stores.url(kind)))
+        return out
+
+    try:
+        if "domain" in only:
+            results["domain"] = _attempt(
+                "domain", lambda: micro.bench_domain(args.domain_commands, args.skus, args.rounds)
+            )
+        if "decode" in only:
+            results["decode"] = _attempt(
+                "decode", lambda: micro.bench_decode(args.decode_messages, args.skus, args.rounds)
+            )
+        if "allocation_store" in only:
+            batched = per_store(
+                "allocation_store batched",
+                lambda url: micro.bench_allocation_store(
+                    url, args.store_commands, args.skus, args.batch
+                ),
+            )
+            single = per_store(
+                "allocation_store batch=1",
+                lambda url: micro.bench_allocation_store(url, args.single_commands, args.skus, 1),
+            )
+            results["allocation_store"] = {
+                kind: {f"batch_{args.batch}": batched[kind], "batch_1": single[kind]}
+                for kind in kinds
+            }
+        if "intake_store" in only:
+            results["intake_store"] = per_store(
+                "intake_store",
+                lambda url: micro.bench_intake_store(
+                    url, args.intake_orders, args.skus, args.batch
+                ),
+            )
+        if "end_to_end" in only:
+            results["end_to_end"] = per_store(
+                "end_to_end",
+                lambda url: asyncio.run(
+                    end_to_end.bench_end_to_end(
+                        args.kafka,
+                        url,
+                        orders=args.e2e_orders,
+                        skus=args.skus,
+                        paced_orders=args.paced_orders,
+                        paced_rate=args.paced_rate,
+                        limit_s=args.e2e_timeout,
+                        keep=args.keep,
+                        stages=[stage.strip() for stage in args.e2e_stages.split(",")],
+                    )
+                ),
+            )
+    finally:
+        stores.close()
+    return results
+
+
+@contextlib.contextmanager
+def stdout_to_stderr() -> Iterator[None]:
+    with contextlib.redirect_stdout(sys.stderr):
+        yield
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    quiet_logging()
+    started = time.perf_counter()
+    with stdout_to_stderr():
+        facts = machine()
+        results = run_all(args)
+    document = {
+        "benchmark": "fulfillment",
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "quick": args.quick,
+        "machine": facts,
+        "sizes": {
+            key: getattr(args, key)
+            for key in (
+                "skus",
+                "rounds",
+                "domain_commands",
+                "decode_messages",
+                "store_commands",
+                "single_commands",
+                "batch",
+                "intake_orders",
+                "e2e_orders",
+                "paced_orders",
+                "paced_rate",
+            )
+        },
+        "stores": args.stores.split(","),
+        "kafka": args.kafka,
+        "total_seconds": round(time.perf_counter() - started, 1),
+        "results": results,
+    }
+    print(json.dumps(document, indent=2))
+
+
+if __name__ == "__main__":
+    main()

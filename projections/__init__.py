@@ -1,0 +1,1 @@
+"""Read models of the allocation log: backorder queue, SKU positions, demand history, orders."""

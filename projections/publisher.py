@@ -1,0 +1,52 @@
+"""Streams read-model changes to Kafka from the outbox the runner fills in its transactions.
+
+Values are the rows' current state and keys are stable (`sku|day`, `order_id|line_id`; a
+tombstone when a backorder closes), so the topics can be compacted and a resend after a
+crash is harmless: the last message per key is always the row as it is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from aiokafka import AIOKafkaProducer
+
+from projections.runner import ReadModels
+from services.logs import get_logger
+from services.metrics import PUBLISHED
+from services.settings import Settings
+
+log = get_logger(__name__)
+
+
+async def publish_changes(
+    models: ReadModels, producer: AIOKafkaProducer, settings: Settings, stopping: asyncio.Event
+) -> None:
+    topics = {
+        "demand-history": settings.topics.demand_history,
+        "backorder-queue": settings.topics.backorder_queue,
+    }
+    while not stopping.is_set():
+        try:
+            rows = await asyncio.to_thread(models.outbox)
+            if rows:
+                futures = [
+                    await producer.send(
+                        topics[row["topic"]],
+                        value=None if row["value"] is None else str(row["value"]).encode(),
+                        key=str(row["key"]).encode(),
+                    )
+                    for row in rows
+                ]
+                await asyncio.gather(*futures)
+                await asyncio.to_thread(models.forget_outbox, max(int(r["id"]) for r in rows))
+                for row in rows:
+                    PUBLISHED.labels(topics[row["topic"]]).inc()
+                continue
+        except Exception as error:
+            log.warning("read-model publisher retrying after error", error=repr(error))
+            await asyncio.sleep(1.0)
+            continue
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), timeout=settings.relay_idle_interval * 4)

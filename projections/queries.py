@@ -1,0 +1,144 @@
+"""The read models' questions, as the HTTP API and the CLI ask them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, Literal
+
+from projections.store import ReadStore
+
+FILL_ORDER = "priority DESC, placed_at, arrival, line_index"
+DEMAND_COUNTERS = (
+    "ordered",
+    "allocated",
+    "backordered",
+    "filled",
+    "cancelled",
+    "rejected",
+    "received",
+)
+
+
+def _moment(value: Any) -> datetime:
+    return value if isinstance(value, datetime) else datetime.fromisoformat(value)
+
+
+def _day(value: Any) -> date:
+    return value if isinstance(value, date) else date.fromisoformat(value)
+
+
+@dataclass
+class Queries:
+    store: ReadStore
+
+    def sku(self, sku: str) -> dict[str, Any] | None:
+        rows = self.store.read(
+            "SELECT sku, available, allocated, backordered, open_backorders "
+            "FROM sku_positions WHERE sku = ?",
+            [sku],
+        )
+        return rows[0] if rows else None
+
+    def queue(self, sku: str, limit: int, offset: int, now: datetime) -> list[dict[str, Any]]:
+        rows = self.store.read(
+            "SELECT order_id, line_id, customer_id, priority, quantity, placed_at "
+            f"FROM backorder_queue WHERE sku = ? ORDER BY {FILL_ORDER} LIMIT ? OFFSET ?",
+            [sku, limit, offset],
+        )
+        return [
+            _backorder(row, position, now) for position, row in enumerate(rows, start=offset + 1)
+        ]
+
+    def backorders(
+        self, sku: str | None, limit: int, offset: int, now: datetime
+    ) -> list[dict[str, Any]]:
+        """All open backorders, oldest first, each with its place in its SKU's queue."""
+        where = "WHERE sku = ?" if sku else ""
+        rows = self.store.read(
+            "SELECT * FROM (SELECT sku, order_id, line_id, customer_id, priority, quantity, "
+            f"placed_at, arrival, ROW_NUMBER() OVER (PARTITION BY sku ORDER BY {FILL_ORDER}) "
+            f"AS position FROM backorder_queue) ranked {where} "
+            "ORDER BY placed_at, sku, arrival, order_id, line_id LIMIT ? OFFSET ?",
+            [*([sku] if sku else []), limit, offset],
+        )
+        return [{"sku": row["sku"], **_backorder(row, row["position"], now)} for row in rows]
+
+    def demand(
+        self,
+        sku: str,
+        start: date | None,
+        end: date | None,
+        bucket: Literal["day", "week"],
+    ) -> list[dict[str, Any]]:
+        """Per bucket of business time, zero-filled between the first and last day asked."""
+        sql = f"SELECT day, {', '.join(DEMAND_COUNTERS)} FROM demand_daily WHERE sku = ?"
+        params: list[Any] = [sku]
+        if start is not None:
+            sql += " AND day >= ?"
+            params.append(start if self.store.postgres else start.isoformat())
+        if end is not None:
+            sql += " AND day <= ?"
+            params.append(end if self.store.postgres else end.isoformat())
+        days = {_day(row["day"]): row for row in self.store.read(sql + " ORDER BY day", params)}
+        first = start or (min(days) if days else None)
+        last = end or (max(days) if days else None)
+        if first is None or last is None:
+            return []
+        buckets: dict[date, dict[str, Any]] = {}
+        day = first
+        while day <= last:
+            key = day - timedelta(days=day.weekday()) if bucket == "week" else day
+            counters = buckets.setdefault(
+                key, {"bucket_start": key.isoformat(), **dict.fromkeys(DEMAND_COUNTERS, 0)}
+            )
+            row = days.get(day)
+            if row is not None:
+                for counter in DEMAND_COUNTERS:
+                    counters[counter] += int(row[counter])
+            day += timedelta(days=1)
+        return list(buckets.values())
+
+    def order(self, order_id: str) -> dict[str, Any] | None:
+        lines = self.store.read(
+            "SELECT line_id, sku, customer_id, ordered, allocated, backordered, cancelled, "
+            "rejected FROM order_lines WHERE order_id = ? ORDER BY placed_at, line_id",
+            [order_id],
+        )
+        if not lines:
+            return None
+        return {
+            "order_id": order_id,
+            "customer_id": lines[0]["customer_id"],
+            "status": order_status(lines),
+            "lines": [{k: v for k, v in line.items() if k != "customer_id"} for line in lines],
+        }
+
+
+def order_status(lines: list[dict[str, Any]]) -> str:
+    """From what the order's lines hold now: see docs/read-models.md for the rule."""
+    allocated = sum(line["allocated"] for line in lines)
+    backordered = sum(line["backordered"] for line in lines)
+    if backordered and allocated:
+        return "partially_backordered"
+    if backordered:
+        return "backordered"
+    if allocated:
+        return "allocated"
+    if sum(line["rejected"] for line in lines):
+        return "rejected"
+    return "cancelled"
+
+
+def _backorder(row: dict[str, Any], position: int, now: datetime) -> dict[str, Any]:
+    placed_at = _moment(row["placed_at"]).astimezone(UTC)
+    return {
+        "position": position,
+        "order_id": row["order_id"],
+        "line_id": row["line_id"],
+        "customer_id": row["customer_id"],
+        "priority": row["priority"],
+        "quantity": row["quantity"],
+        "placed_at": placed_at.isoformat().replace("+00:00", "Z"),
+        "age_seconds": max(0, int((now - placed_at).total_seconds())),
+    }
