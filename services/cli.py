@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.progress import TaskID
 from rich.table import Table
 
 from services.logs import configure
@@ -288,6 +289,78 @@ def replay(
         console.print(f"[red]differ:[/red] {', '.join(report.mismatched_skus[:20])}")
         raise typer.Exit(1)
     console.print("[green]identical[/green]: the recorded inputs give the same decisions")
+
+
+projections = typer.Typer(help="The read models: status and rebuild.", no_args_is_help=True)
+app.add_typer(projections, name="projections")
+
+
+@projections.command("status")
+def projections_status() -> None:
+    """Each read model's generation, position and lag behind the allocation log."""
+    from services.bootstrap import build_allocation, build_read_models
+
+    settings = _settings()
+    models = build_read_models(settings, build_allocation(settings))
+    head = models.head()
+    table = Table(title=f"read models (allocation log at {head})")
+    for column in ("read model", "generation", "position", "lag"):
+        table.add_column(column)
+    for name, live in sorted(models.live().items()):
+        table.add_row(name, str(live.generation), str(live.position), str(head - live.position))
+    console.print(table)
+
+
+@projections.command("rebuild")
+def projections_rebuild(
+    name: Annotated[
+        str,
+        typer.Argument(
+            help="backorder_queue, sku_positions, demand_daily, order_lines (or queue, "
+            "positions, demand, orders), or all."
+        ),
+    ],
+) -> None:
+    """Rebuild a read model from position zero into fresh tables while the live one keeps
+    serving, then swap it in atomically."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from projections.models import ALIASES, NAMES
+    from services.bootstrap import build_allocation, build_read_models
+
+    names = list(NAMES) if name == "all" else [ALIASES.get(name, name)]
+    unknown = [n for n in names if n not in NAMES]
+    if unknown:
+        console.print(f"[red]unknown read model {name!r}[/red]; choose from {', '.join(NAMES)}")
+        raise typer.Exit(2)
+    settings = _settings()
+    models = build_read_models(settings, build_allocation(settings))
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]:>9} events/s"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console) as progress:
+        for each in names:
+            task = progress.add_task(f"rebuilding {each}", total=models.head() or None, rate="-")
+
+            def advance(done: int, total: int, task: TaskID = task) -> None:
+                elapsed = progress.tasks[task].elapsed or 0
+                rate = f"{done / elapsed:,.0f}" if elapsed > 0 else "-"
+                progress.update(task, completed=done, total=total, rate=rate)
+
+            live = models.rebuild(each, advance)
+            progress.update(task, description=f"rebuilt {each} (generation {live.generation})")
 
 
 dlq = typer.Typer(help="The dead-letter topic: list it, re-drive from it.", no_args_is_help=True)

@@ -182,9 +182,14 @@ class BatchConsumer:
         self.handler = handler
         self.batch_lock = asyncio.Lock()
         self.stopping = asyncio.Event()
-        self.consumer = AIOKafkaConsumer(
-            **settings.kafka_client_options(),
-            group_id=group_id,
+        self.group_id = group_id
+        self.consumer_options = consumer_options or {}
+        self.consumer: Any = None  # created in run(): nothing connects before it
+
+    def _consumer(self) -> AIOKafkaConsumer:
+        return AIOKafkaConsumer(
+            **self.settings.kafka_client_options(),
+            group_id=self.group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             isolation_level="read_committed",
@@ -192,7 +197,7 @@ class BatchConsumer:
             fetch_max_bytes=16 * MAX_MESSAGE_BYTES,
             session_timeout_ms=10000,
             heartbeat_interval_ms=3000,
-            **(consumer_options or {}),
+            **self.consumer_options,
         )
 
     async def resume(self, partitions: set[TopicPartition]) -> None:
@@ -202,6 +207,7 @@ class BatchConsumer:
                 self.consumer.seek(partition, offset)
 
     async def run(self, ready: Callable[[], Awaitable[None]] | None = None) -> None:
+        self.consumer = self._consumer()
         self.consumer.subscribe(self.topics, listener=_Rebalance(self))
         await self.consumer.start()
         if ready is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import socket
 from collections.abc import Awaitable, Callable, Collection, Coroutine
 from typing import Any
 
@@ -57,6 +58,8 @@ class Service:
 
     async def _build(self) -> None:
         settings, topics, stages = self.settings, self.settings.topics, self.stages
+        if "api" in stages:
+            _check_port_free(settings.http_host, settings.http_port)
         counts = await ensure_topics(settings)
         log.info(
             "starting",
@@ -64,6 +67,26 @@ class Service:
             kafka=settings.kafka_bootstrap_servers,
             database=redact(settings.database_url),
         )
+        await self._open_stores()
+        for app in (self.intake, self.allocation):
+            if app is not None:
+                check_partition_count(
+                    app.process_recorder, topics.sku_commands, counts[topics.sku_commands]
+                )
+        if "intake" in stages and self.intake is not None:
+            self._consume("intake", topics.inputs(), IntakeHandler(self.intake, settings))
+        if "allocation" in stages and self.allocation is not None:
+            self._consume("allocation", [topics.sku_commands], AllocationHandler(self.allocation))
+        if "relay" in stages and self.intake is not None and self.allocation is not None:
+            await self._relay(self.intake, self.allocation)
+
+        if "projections" in stages and self.read_models is not None:
+            self._follow(self.read_models)
+        if "api" in stages and self.read_models is not None:
+            await self._serve_api(self.read_models)
+
+    async def _open_stores(self) -> None:
+        settings, stages = self.settings, self.stages
         try:
             if {"intake", "relay"} & stages:
                 self.intake = await asyncio.to_thread(build_intake, settings)
@@ -78,37 +101,17 @@ class Service:
                 f"cannot open the store at {redact(settings.database_url)} ({error}); "
                 "start PostgreSQL (make postgres) or fix DATABASE_URL"
             ) from error
-        for app in (self.intake, self.allocation):
-            if app is not None:
-                check_partition_count(
-                    app.process_recorder, topics.sku_commands, counts[topics.sku_commands]
-                )
-        if "intake" in stages and self.intake is not None:
-            self._consume("intake", topics.inputs(), IntakeHandler(self.intake, settings))
-        if "allocation" in stages and self.allocation is not None:
-            self._consume("allocation", [topics.sku_commands], AllocationHandler(self.allocation))
-        if "relay" in stages and self.intake is not None and self.allocation is not None:
-            producer = make_producer(settings)
-            await producer.start()
-            self._cleanups.append(producer.stop)
-            for relay in (
-                Relay(
-                    topics.sku_commands, self.intake, intake_outgoing(settings), producer, settings
-                ),
-                Relay(
-                    topics.decisions,
-                    self.allocation,
-                    allocation_outgoing(settings),
-                    producer,
-                    settings,
-                ),
-            ):
-                self._tasks.append((f"relay:{relay.name}", relay.run, relay.stop))
 
-        if "projections" in stages and self.read_models is not None:
-            self._follow(self.read_models)
-        if "api" in stages and self.read_models is not None:
-            await self._serve_api(self.read_models)
+    async def _relay(self, intake: Intake, allocation: Allocation) -> None:
+        settings, topics = self.settings, self.settings.topics
+        producer = make_producer(settings)
+        await producer.start()
+        self._cleanups.append(producer.stop)
+        for relay in (
+            Relay(topics.sku_commands, intake, intake_outgoing(settings), producer, settings),
+            Relay(topics.decisions, allocation, allocation_outgoing(settings), producer, settings),
+        ):
+            self._tasks.append((f"relay:{relay.name}", relay.run, relay.stop))
 
     def _follow(self, models: ReadModels) -> None:
         stopping = asyncio.Event()
@@ -118,9 +121,9 @@ class Service:
 
         self._tasks.append(("projections", feed, stopping.set))
         if self.settings.publish_read_models:
-            producer = make_producer(self.settings)
 
             async def stream() -> None:
+                producer = make_producer(self.settings)
                 await producer.start()
                 try:
                     await publish_changes(models, producer, self.settings, stopping)
@@ -188,6 +191,19 @@ class Service:
             for cleanup in self._cleanups:
                 await cleanup()
             log.info("stopped")
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """uvicorn exits the whole process when it cannot bind; say why before that happens."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise ConfigurationError(
+                f"cannot serve HTTP on {host}:{port} ({error.strerror}); "
+                "stop what uses it or set HTTP_PORT"
+            ) from error
 
 
 async def serve(settings: Settings, stages: Collection[str] = STAGES) -> None:

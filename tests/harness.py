@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -19,6 +20,13 @@ from services.settings import Settings, Topics
 T0 = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
 def isolated_settings(bootstrap: str, database_url: str, **overrides: Any) -> Settings:
     """Settings with topics and a consumer group no other test shares."""
     tag = uuid.uuid4().hex[:10]
@@ -29,6 +37,8 @@ def isolated_settings(bootstrap: str, database_url: str, **overrides: Any) -> Se
         sku_commands=f"t{tag}.sku-commands",
         decisions=f"t{tag}.allocation-decisions",
         dead_letters=f"t{tag}.dlq",
+        demand_history=f"t{tag}.demand-history",
+        backorder_queue=f"t{tag}.backorder-queue",
     )
     options: dict[str, Any] = {
         "kafka_bootstrap_servers": bootstrap,
@@ -37,6 +47,8 @@ def isolated_settings(bootstrap: str, database_url: str, **overrides: Any) -> Se
         "consumer_group": f"test-{tag}",
         "batch_timeout_ms": 20,
         "relay_idle_interval": 0.02,
+        "http_host": "127.0.0.1",
+        "http_port": free_port(),
     }
     options.update(overrides)
     return Settings(**options)

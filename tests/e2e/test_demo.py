@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import uuid
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+
+from tests.harness import free_port
 
 pytestmark = pytest.mark.kafka
 
@@ -34,13 +36,6 @@ EXPECTED = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def _environment(kafka_bootstrap: str, database_url: str) -> dict[str, str]:
     tag = uuid.uuid4().hex[:10]
     env = dict(os.environ)
@@ -54,7 +49,10 @@ def _environment(kafka_bootstrap: str, database_url: str) -> dict[str, str]:
         TOPIC_SKU_COMMANDS=f"e{tag}.sku-commands",
         TOPIC_DECISIONS=f"e{tag}.decisions",
         TOPIC_DEAD_LETTERS=f"e{tag}.dlq",
-        HTTP_PORT=str(_free_port()),
+        HTTP_PORT=str(free_port()),
+        HTTP_HOST="127.0.0.1",
+        TOPIC_DEMAND_HISTORY=f"e{tag}.demand-history",
+        TOPIC_BACKORDER_QUEUE=f"e{tag}.backorder-queue",
     )
     return env
 
@@ -76,6 +74,14 @@ def test_the_demo_scenario_produces_exactly_the_decisions_of_the_story(
         )
         assert played.returncode == 0, played.stdout + played.stderr
         result: dict[str, Any] = json.loads(played.stdout)
+        api = f"http://127.0.0.1:{env['HTTP_PORT']}"
+        demand_csv = httpx.get(
+            f"{api}/skus/TEE-RED-M-e2e/demand",
+            params={"bucket": "week"},
+            headers={"Accept": "text/csv"},
+        )
+        order = httpx.get(f"{api}/orders/O-e2e-3")
+        missing = httpx.get(f"{api}/orders/O-nobody")
     finally:
         service.send_signal(signal.SIGTERM)
         code = service.wait(timeout=60)
@@ -107,6 +113,30 @@ def test_the_demo_scenario_produces_exactly_the_decisions_of_the_story(
     }
     [waiting] = result["queue"]
     assert (waiting["position"], waiting["order_id"], waiting["quantity"]) == (1, "O-e2e-6", 2)
+    assert demand_csv.headers["content-type"].startswith("text/csv")
+    assert int(demand_csv.headers["x-projection-lag"]) >= 0
+    assert demand_csv.text.splitlines() == [
+        "bucket_start,ordered,allocated,backordered,filled,cancelled,rejected,received",
+        "2026-11-23,12,5,7,5,2,0,8",
+    ]
+    assert order.json() == {
+        "order_id": "O-e2e-3",
+        "customer_id": "C-3",
+        "status": "allocated",
+        "lines": [
+            {
+                "line_id": "1",
+                "sku": "TEE-RED-M-e2e",
+                "ordered": 2,
+                "allocated": 2,
+                "backordered": 0,
+                "cancelled": 0,
+                "rejected": 0,
+            }
+        ],
+    }
+    assert missing.status_code == 404
+    assert missing.json() == {"error": "unknown order 'O-nobody'"}
     assert result["demand"] == [
         {
             "bucket_start": "2026-11-25",
