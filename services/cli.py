@@ -37,7 +37,9 @@ def _settings() -> Settings:
 def run(
     stage: Annotated[
         list[str] | None,
-        typer.Option(help="Run only this stage (repeatable): intake, allocation, relay."),
+        typer.Option(
+            help="Run only this stage (repeatable): intake, allocation, relay, projections, api."
+        ),
     ] = None,
 ) -> None:
     """Run the service: every stage in one process, or the stages named."""
