@@ -23,6 +23,7 @@ from eventsourcing.persistence import Notification
 from projections.models import NAMES, PROJECTIONS, Change, Projection
 from projections.store import ReadStore, Tx
 from services.allocation.application import Allocation
+from services.faults import crash_point
 from services.logs import get_logger
 
 log = get_logger(__name__)
@@ -119,6 +120,7 @@ class ReadModels:
                 )
             if stream and changes:
                 self._stream(tx, changes)
+        crash_point("projections.after_commit")
         return len(page)
 
     def _stream(self, tx: Tx, changes: Iterable[Change]) -> None:

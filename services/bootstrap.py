@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from projections.runner import ReadModels
 from projections.store import ReadStore
+from services import faults
 from services.allocation.application import Allocation
 from services.intake.application import Intake
 from services.settings import Settings
@@ -20,14 +21,18 @@ def cache_env(settings: Settings) -> dict[str, str]:
 
 def build_intake(settings: Settings) -> Intake:
     ensure_schema(settings.database_url)
-    return Intake(env=application_env(settings.database_url, "intake", **cache_env(settings)))
+    intake = Intake(env=application_env(settings.database_url, "intake", **cache_env(settings)))
+    faults.arm_transaction(intake.recorder, "intake")
+    return intake
 
 
 def build_allocation(settings: Settings) -> Allocation:
     ensure_schema(settings.database_url)
-    return Allocation(
+    allocation = Allocation(
         env=application_env(settings.database_url, "allocation", **cache_env(settings))
     )
+    faults.arm_transaction(allocation.recorder, "allocation")
+    return allocation
 
 
 def build_read_models(settings: Settings, allocation: Allocation) -> ReadModels:

@@ -18,6 +18,7 @@ from eventsourcing.application import Application
 from eventsourcing.persistence import Notification, ProcessRecorder, Tracking
 
 from services.allocation.translate import decision_message
+from services.faults import crash_point
 from services.intake.translate import dead_letter_message, sku_command_messages
 from services.kafka import SOURCE_POSITION_HEADER
 from services.logs import get_logger
@@ -126,6 +127,7 @@ class Relay:
                     await self._idle()
                     continue
                 await self.publish(out)
+                crash_point("relay.after_publish")
                 await asyncio.to_thread(
                     self.recorder.insert_tracking, Tracking(self.tracking_name, last)
                 )

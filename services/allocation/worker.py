@@ -10,6 +10,7 @@ from eventsourcing.persistence import Tracking
 
 from events.commands import SkuCommands
 from services.allocation.application import Allocation
+from services.faults import crash_point
 from services.logs import get_logger
 
 log = get_logger(__name__)
@@ -59,3 +60,4 @@ class AllocationHandler:
             self.positions.pop(partition, None)
             raise
         self.positions[partition] = last
+        crash_point("allocation.after_commit")

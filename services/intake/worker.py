@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from events.common import MAX_MESSAGE_BYTES
 from events.inputs import CANCELLATION_EVENTS, ORDER_EVENTS, RECEIPT_EVENTS, InputEvent
+from services.faults import crash_point
 from services.intake.application import Input, Intake
 from services.intake.domain import Source
 from services.logs import get_logger
@@ -74,6 +75,7 @@ class IntakeHandler:
             self.positions.pop(partition, None)  # re-read from the store on retry
             raise
         self.positions[partition] = fresh[-1].offset
+        crash_point("intake.after_commit")
         DUPLICATES.labels(self.stage).inc(outcome.duplicates)
         DEAD_LETTERED.labels(self.stage).inc(len(outcome.dead_lettered))
         for error in outcome.dead_lettered:
