@@ -195,8 +195,8 @@ class BatchConsumer:
             isolation_level="read_committed",
             max_partition_fetch_bytes=INPUT_MAX_BYTES + 64 * 1024,
             fetch_max_bytes=16 * MAX_MESSAGE_BYTES,
-            session_timeout_ms=10000,
-            heartbeat_interval_ms=3000,
+            session_timeout_ms=self.settings.kafka_session_timeout_ms,
+            heartbeat_interval_ms=max(1000, self.settings.kafka_session_timeout_ms // 3),
             **self.consumer_options,
         )
 

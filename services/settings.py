@@ -50,6 +50,11 @@ class Settings(BaseSettings):
     topic_partitions: int = Field(default=3, ge=1, le=1000)
     topic_replication_factor: int = Field(default=1, ge=1)
 
+    kafka_session_timeout_ms: int = Field(
+        default=10_000,
+        ge=6_000,
+        description="How long a silent consumer keeps its partitions before they move.",
+    )
     batch_max_records: int = Field(default=500, ge=1, le=100_000)
     batch_timeout_ms: int = Field(default=100, ge=0)
     relay_batch_size: int = Field(default=1000, ge=1)
@@ -66,6 +71,13 @@ class Settings(BaseSettings):
     kafka_ssl_cafile: str | None = None
     kafka_ssl_certfile: str | None = None
     kafka_ssl_keyfile: str | None = None
+
+    api_token: SecretStr | None = Field(
+        default=None,
+        min_length=1,
+        description="If set, the HTTP API wants `Authorization: Bearer <token>` "
+        "(except /healthz, /readyz, /metrics).",
+    )
 
     log_level: str = "INFO"
     log_format: Literal["console", "json"] = "console"
