@@ -26,7 +26,10 @@ run: install kafka
 
 ## test: set up, start Kafka and PostgreSQL, run ruff, mypy and the whole pytest suite
 test: install kafka postgres lint typecheck
+	rm -f data/reliability-results.jsonl
 	DATABASE_URL_TEST="$$(deploy/postgres/postgres.sh url test)" $(BIN)/pytest
+	@echo; echo "Fault-injection summary (data/reliability-results.jsonl):"
+	@$(BIN)/python -c "import json; [print(json.loads(l)['line']) for l in open('data/reliability-results.jsonl')]"
 
 lint: install
 	$(BIN)/ruff check .
@@ -41,8 +44,13 @@ unit: install
 schemas: install
 	$(BIN)/python -m events.generate
 
+## test-reliability: the fault-injection suite at full size (thousands of orders per scenario)
 test-reliability: install kafka postgres
-	DATABASE_URL_TEST="$$(deploy/postgres/postgres.sh url test)" $(BIN)/pytest tests/reliability
+	rm -f data/reliability-results.jsonl
+	RELIABILITY_ORDERS=$${RELIABILITY_ORDERS:-2000} \
+	DATABASE_URL_TEST="$$(deploy/postgres/postgres.sh url test)" $(BIN)/pytest tests/reliability -p no:logging
+	@echo; echo "Summary (data/reliability-results.jsonl):"
+	@$(BIN)/python -c "import json; [print(json.loads(l)['line']) for l in open('data/reliability-results.jsonl')]"
 
 bench: install kafka postgres
 	DATABASE_URL_TEST="$$(deploy/postgres/postgres.sh url test)" $(BIN)/python -m bench.run

@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import random
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+import psycopg
+from eventsourcing.persistence import PersistenceError
+
 from projections.runner import ReadModels
 from projections.store import ReadStore
 from services import faults
@@ -9,6 +17,8 @@ from services.allocation.application import Allocation
 from services.intake.application import Intake
 from services.settings import Settings
 from services.store import application_env, ensure_schema
+
+T = TypeVar("T")
 
 
 def cache_env(settings: Settings) -> dict[str, str]:
@@ -19,21 +29,40 @@ def cache_env(settings: Settings) -> dict[str, str]:
     }
 
 
+def _racing(build: Callable[[], T]) -> T:
+    """Stages started together create the same schema, tables and views at once, and
+    PostgreSQL's IF NOT EXISTS is not safe against that race: the loser retries."""
+    for attempt in range(5):
+        try:
+            return build()
+        except (PersistenceError, psycopg.errors.UniqueViolation, psycopg.errors.DuplicateObject):
+            if attempt == 4:
+                raise
+            time.sleep(0.2 + random.random() * 0.5)
+    raise AssertionError("unreachable")
+
+
 def build_intake(settings: Settings) -> Intake:
-    ensure_schema(settings.database_url)
-    intake = Intake(env=application_env(settings.database_url, "intake", **cache_env(settings)))
+    def build() -> Intake:
+        ensure_schema(settings.database_url)
+        env = application_env(settings.database_url, "intake", **cache_env(settings))
+        return Intake(env=env)
+
+    intake = _racing(build)
     faults.arm_transaction(intake.recorder, "intake")
     return intake
 
 
 def build_allocation(settings: Settings) -> Allocation:
-    ensure_schema(settings.database_url)
-    allocation = Allocation(
-        env=application_env(settings.database_url, "allocation", **cache_env(settings))
-    )
+    def build() -> Allocation:
+        ensure_schema(settings.database_url)
+        env = application_env(settings.database_url, "allocation", **cache_env(settings))
+        return Allocation(env=env)
+
+    allocation = _racing(build)
     faults.arm_transaction(allocation.recorder, "allocation")
     return allocation
 
 
 def build_read_models(settings: Settings, allocation: Allocation) -> ReadModels:
-    return ReadModels(ReadStore(settings.database_url), allocation)
+    return _racing(lambda: ReadModels(ReadStore(settings.database_url), allocation))

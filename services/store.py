@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -91,7 +92,12 @@ def ensure_schema(database_url: str) -> None:
     from psycopg import sql
 
     dsn = urlsplit(database_url)._replace(query="").geturl()
-    with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as connection:
+    # Another process may create it at the same moment: IF NOT EXISTS does not cover that.
+    racing = (psycopg.errors.UniqueViolation, psycopg.errors.DuplicateSchema)
+    with (
+        psycopg.connect(dsn, autocommit=True, connect_timeout=10) as connection,
+        contextlib.suppress(*racing),
+    ):
         connection.execute(
             sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema[0]))
         )
