@@ -25,7 +25,10 @@ def _rfc3339_text(value: object) -> object:
 
 def _to_utc(value: datetime) -> datetime:
     """Business times are compared and bucketed in UTC, whatever zone they came in."""
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("is out of range once converted to UTC") from None
 
 
 Identifier = Annotated[

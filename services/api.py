@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import hmac
 import io
 import time
 from datetime import UTC, date, datetime
@@ -19,12 +20,15 @@ from fastapi import FastAPI, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
+from starlette.middleware.base import RequestResponseEndpoint
 
 from projections.queries import Queries
 from projections.runner import ReadModels
 from services.settings import Settings
 
 MAX_WAIT_SECONDS = 5.0
+# Open even when API_TOKEN is set: probes and scrapers carry no credentials.
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
 class SkuPosition(BaseModel):
@@ -98,6 +102,25 @@ def create_app(models: ReadModels, settings: Settings, kafka_ready: Any = None) 
         responses={404: {"model": Problem}, 422: {"model": Problem}, 503: {"model": Problem}},
     )
     queries = Queries(models.store)
+
+    if settings.api_token is not None:
+        expected = settings.api_token.get_secret_value().encode()
+
+        @app.middleware("http")
+        async def _require_token(request: Request, call_next: RequestResponseEndpoint) -> Response:
+            if request.url.path not in OPEN_PATHS:
+                scheme, _, token = request.headers.get("authorization", "").partition(" ")
+                # Constant time: how much of a guess matches must not show in the timing.
+                # Header text is latin-1 decoded: encoding it back gives the bytes as sent.
+                if scheme.lower() != "bearer" or not hmac.compare_digest(
+                    token.strip().encode("latin-1"), expected
+                ):
+                    return JSONResponse(
+                        {"error": "missing or wrong API token: send Authorization: Bearer <token>"},
+                        status_code=401,
+                        headers={"WWW-Authenticate": "Bearer"},
+                    )
+            return await call_next(request)
 
     @app.exception_handler(HTTPException)
     async def _http_error(_: Request, error: HTTPException) -> JSONResponse:

@@ -82,6 +82,17 @@ class IntakeHandler:
             log.warning("input dead-lettered", topic=partition.topic, error=error)
 
     def decode(self, record: ConsumerRecord) -> Input:
+        """Never raises: one bad message must not stall its partition."""
+        try:
+            return self._decode(record)
+        except Exception as error:  # the last line of defence; every known case is above
+            log.error("decoder failed; dead-lettering", error=repr(error))
+            return Input(
+                _source(record),
+                error=f"value could not be decoded ({type(error).__name__}: {error})",
+            )
+
+    def _decode(self, record: ConsumerRecord) -> Input:
         source = _source(record)
         value: bytes | None = record.value
         if value is None:
@@ -100,6 +111,8 @@ class IntakeHandler:
             data = json.loads(text)
         except json.JSONDecodeError as error:
             return Input(source, error=f"value is not JSON: {error}")
+        except (ValueError, RecursionError) as error:  # nesting or numbers past the parser's limits
+            return Input(source, error=f"value is JSON beyond our limits: {error}")
         if not isinstance(data, dict):
             return Input(source, error=f"value is JSON {type(data).__name__}, not an object")
         known = self.events_by_topic.get(record.topic, {})
@@ -115,6 +128,8 @@ class IntakeHandler:
             return Input(source, event=model.model_validate(data))
         except ValidationError as error:
             return Input(source, error=f"invalid {event_type}: {_summarise(error)}")
+        except (ValueError, RecursionError, OverflowError) as error:
+            return Input(source, error=f"invalid {event_type}: {type(error).__name__}: {error}")
 
 
 def _source(record: ConsumerRecord) -> Source:

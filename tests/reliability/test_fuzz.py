@@ -1,0 +1,1079 @@
+"""Bad input at scale: hypothesis draws a mix of good events and bad messages of every kind
+(arbitrary bytes, non-UTF-8, JSON that is not an object, wrong types, missing fields,
+unknown types, boundary values, oversize bodies), publishes them interleaved to a running
+service on a real broker and both stores, and checks: every bad message has exactly one dead
+letter that says why, every good event is applied, and the service keeps running."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import uuid
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import httpx
+import pytest
+from aiokafka.structs import ConsumerRecord
+from hypothesis import HealthCheck, Phase, given, seed
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
+
+from events.common import MAX_MESSAGE_BYTES
+from services.bootstrap import build_allocation
+from services.intake.application import Intake
+from services.intake.worker import IntakeHandler
+from services.kafka import INPUT_MAX_BYTES
+from services.runner import Service
+from services.settings import Settings
+from tests.harness import in_decision_order, isolated_settings, publish, read_topic, running
+
+pytestmark = pytest.mark.kafka
+
+SEED = int(os.environ.get("FUZZ_SEED", "20261125"))
+EXAMPLES = 30  # hypothesis examples; each adds a random subset of the kinds to the mix
+SAFE = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_."
+ROLES = ("orders", "cancellations", "receipts")
+TYPES = {"orders": "OrderPlaced", "cancellations": "OrderCancelled", "receipts": "StockReceived"}
+KNOWN_FIELDS = {
+    "type",
+    "event_id",
+    "occurred_at",
+    "schema_version",
+    "order_id",
+    "customer_id",
+    "priority",
+    "lines",
+    "reason",
+    "receipt_id",
+    "sku",
+    "quantity",
+    "line_id",
+}
+
+# Printable for the contract: anything but C0/C1 controls (and surrogates, not UTF-8).
+printable = st.characters(blacklist_categories=("Cc", "Cs"))
+json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**30), 10**30)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=12)
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner),
+    max_leaves=12,
+)
+unknown_fields = st.dictionaries(
+    st.text(min_size=1, max_size=12).filter(lambda name: name not in KNOWN_FIELDS),
+    json_values,
+    max_size=3,
+)
+zones = st.integers(-14 * 60 + 1, 14 * 60 - 1).map(lambda m: timezone(timedelta(minutes=m)))
+times = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2099, 12, 31))
+
+
+@dataclass
+class Case:
+    """One message: good (reason is None) or bad with the fragment its dead letter names."""
+
+    kind: str
+    role: str
+    key: str
+    value: bytes
+    reason: str | None = None
+    body: dict[str, Any] | None = None
+    cancelled: dict[str, int] | None = None  # a good order: what a good cancellation took
+    target: Case | None = None  # a good cancellation: the order it cancels...
+    takes: dict[str, int] | None = None  # ...and what it takes from each line
+
+    @property
+    def good(self) -> bool:
+        return self.reason is None
+
+    def show(self) -> str:
+        return f"{self.kind} on {self.role} key {self.key!r}: {self.value[:300]!r}"
+
+
+@dataclass
+class Mix:
+    """The messages drawn so far, and what the good ones must have done."""
+
+    tag: str
+    cases: list[Case] = field(default_factory=list)
+    pending: list[Case] = field(default_factory=list)  # the example being drawn
+    counter: int = 0
+
+    def commit(self) -> None:
+        for case in self.pending:
+            if case.target is not None:
+                case.target.cancelled = case.takes
+        self.cases.extend(self.pending)
+        self.pending = []
+
+    def next_id(self, prefix: str) -> str:
+        self.counter += 1
+        return f"{prefix}{self.tag}-{self.counter}"
+
+    @property
+    def skus(self) -> list[str]:
+        return [
+            *(f"S{self.tag}-{n}" for n in range(5)),
+            f"S{self.tag}-\N{SNOWMAN}\u00e9\u4e2d",
+            f"S{self.tag}-".ljust(64, "\N{SNOWMAN}"),  # 64 characters: the longest allowed
+        ]
+
+    def good_orders(self) -> list[Case]:
+        return [c for c in self.cases if c.good and c.role == "orders" and c.kind != "redelivery"]
+
+    def good_receipts(self) -> list[Case]:
+        return [c for c in self.cases if c.good and c.role == "receipts"]
+
+
+def encode(body: Any, ascii_only: bool = True) -> bytes:
+    return json.dumps(body, ensure_ascii=ascii_only).encode()
+
+
+def when(data: st.DataObject) -> str:
+    return data.draw(times).replace(tzinfo=data.draw(zones)).isoformat()
+
+
+def new_order(mix: Mix, data: st.DataObject, lines: int | None = None) -> dict[str, Any]:
+    suffix = data.draw(st.text(SAFE, max_size=6))
+    count = lines or data.draw(st.integers(1, 4))
+    body: dict[str, Any] = {
+        "type": "OrderPlaced",
+        "event_id": str(uuid.uuid4()),
+        "occurred_at": when(data),
+        "order_id": mix.next_id("O") + suffix,
+        "customer_id": data.draw(st.text(printable, min_size=1, max_size=64)),
+        "lines": [
+            {
+                "line_id": f"{n}:" + data.draw(st.text(printable, max_size=4)),
+                "sku": data.draw(st.sampled_from(mix.skus)),
+                "quantity": data.draw(st.integers(1, 40) | st.sampled_from([1, 1_000_000])),
+            }
+            for n in range(count)
+        ],
+    }
+    if data.draw(st.booleans()):
+        body["priority"] = data.draw(st.integers(-1_000_000, 1_000_000))
+    if data.draw(st.booleans()):
+        body["schema_version"] = data.draw(st.integers(1, 3))
+    return body
+
+
+def new_receipt(mix: Mix, data: st.DataObject) -> dict[str, Any]:
+    return {
+        "type": "StockReceived",
+        "event_id": str(uuid.uuid4()),
+        "occurred_at": when(data),
+        "receipt_id": mix.next_id("R") + data.draw(st.text(printable, max_size=6)),
+        "sku": data.draw(st.sampled_from(mix.skus)),
+        "quantity": data.draw(st.integers(1, 30) | st.just(1_000_000)),
+    }
+
+
+def good_order(mix: Mix, data: st.DataObject) -> list[Case]:
+    body = new_order(mix, data)
+    extra = data.draw(unknown_fields)
+    body.update(extra)
+    if data.draw(st.booleans()):
+        body["lines"][0].update(data.draw(unknown_fields))  # unknown fields in a line too
+    kind = "order+unknown fields" if extra else "order"
+    value = encode(body, ascii_only=data.draw(st.booleans()))
+    return [Case(kind, "orders", body["order_id"], value, body=body)]
+
+
+def good_receipt(mix: Mix, data: st.DataObject) -> list[Case]:
+    body = {**new_receipt(mix, data), **data.draw(unknown_fields)}
+    return [Case("receipt", "receipts", body["sku"], encode(body), body=body)]
+
+
+def good_cancellation(mix: Mix, data: st.DataObject) -> list[Case]:
+    """Cancels a good order drawn earlier (whole, or some lines): at most once per order."""
+    targeted = {id(c.target) for c in mix.pending}
+    # Draws first, in a shape that does not depend on what was drawn before (hypothesis
+    # checks that), then applies them to the orders drawn so far.
+    pick = data.draw(st.integers(0, 2**16))
+    whole = data.draw(st.booleans())
+    picks = data.draw(
+        st.lists(
+            st.tuples(st.integers(0, 3), st.none() | st.integers(1, 60)), min_size=1, max_size=4
+        )
+    )
+    occurred_at = when(data)
+    reason = data.draw(st.text(printable, max_size=40))
+    open_orders = [
+        c
+        for c in mix.good_orders()
+        if c.cancelled is None and c.kind.startswith("order") and id(c) not in targeted
+    ]
+    if not open_orders:
+        return []
+    target = open_orders[pick % len(open_orders)]
+    assert target.body is not None
+    body: dict[str, Any] = {
+        "type": "OrderCancelled",
+        "event_id": str(uuid.uuid4()),
+        "occurred_at": occurred_at,
+        "order_id": target.body["order_id"],
+        "reason": reason,
+    }
+    ordered = {line["line_id"]: line["quantity"] for line in target.body["lines"]}
+    if whole:
+        expected = dict(ordered)  # the whole order
+    else:
+        ids = sorted(ordered)
+        chosen = {ids[n % len(ids)]: quantity for n, quantity in picks}
+        lines = []
+        expected = dict.fromkeys(ordered, 0)
+        for line_id, quantity in chosen.items():
+            lines.append(
+                {"line_id": line_id, **({} if quantity is None else {"quantity": quantity})}
+            )
+            expected[line_id] = (
+                ordered[line_id] if quantity is None else min(quantity, ordered[line_id])
+            )
+        body["lines"] = lines
+    # The order is marked when the example completes (Mix.commit): an aborted draw leaves
+    # no trace.
+    return [
+        Case(
+            "cancellation",
+            "cancellations",
+            body["order_id"],
+            encode(body),
+            body=body,
+            target=target,
+            takes=expected,
+        )
+    ]
+
+
+def _classify(value: bytes) -> str:
+    """Why intake must refuse arbitrary bytes, per the contract's order of checks."""
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError:
+        return "value is not UTF-8 text"
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return "value is not JSON"
+    if not isinstance(data, dict):
+        return "not an object"
+    return "unknown type"
+
+
+def arbitrary_bytes(mix: Mix, data: st.DataObject) -> list[Case]:
+    value = data.draw(st.binary(max_size=80))
+    role = data.draw(st.sampled_from(ROLES))
+    return [Case("arbitrary bytes", role, mix.next_id("K"), value, reason=_classify(value))]
+
+
+def not_utf8(mix: Mix, data: st.DataObject) -> list[Case]:
+    body = new_order(mix, data)
+    choice = data.draw(st.sampled_from(["latin-1", "utf-16", "raw"]))
+    if choice == "raw":
+        value = data.draw(st.binary(max_size=20)) + b"\xff\xfe\x80" + encode(body)
+    elif choice == "latin-1":
+        value = encode(body)[:-1] + ', "note": "Caf\u00e9"}'.encode("latin-1")
+    else:
+        value = json.dumps(body, ensure_ascii=False).encode("utf-16")
+    return [
+        Case(
+            f"not UTF-8 ({choice})",
+            "orders",
+            body["order_id"],
+            value,
+            reason="value is not UTF-8 text",
+        )
+    ]
+
+
+def not_an_object(mix: Mix, data: st.DataObject) -> list[Case]:
+    value = data.draw(json_values.filter(lambda v: not isinstance(v, dict)))
+    role = data.draw(st.sampled_from(ROLES))
+    return [Case("JSON non-object", role, mix.next_id("K"), encode(value), reason="not an object")]
+
+
+WRONG_TYPES: dict[str, list[Any]] = {
+    "quantity": ["2", 2.5, True, None, [2], {"n": 2}, 2.0, "1e3"],
+    "event_id": ["not-a-uuid", 123, None, ""],
+    "occurred_at": [1_700_000_000, "yesterday", None, "2026-13-01T00:00:00Z", True],
+    "order_id": [42, None, ["O-1"], {"id": 1}],
+    "customer_id": [7, False],
+    "priority": ["1", 1.5, True],
+    "lines": ["1 x SKU", {"line_id": "1"}, None, 3],
+    "schema_version": [0, -1, "v2"],
+}
+
+
+def wrong_type(mix: Mix, data: st.DataObject) -> list[Case]:
+    name = data.draw(st.sampled_from(sorted(WRONG_TYPES)))
+    wrong = data.draw(st.sampled_from(WRONG_TYPES[name]))
+    if name == "quantity" and data.draw(st.booleans()):
+        body = new_receipt(mix, data)
+        body["quantity"] = wrong
+        return [
+            Case(
+                f"receipt quantity={wrong!r}",
+                "receipts",
+                body["sku"],
+                encode(body),
+                reason="quantity:",
+            )
+        ]
+    body = new_order(mix, data)
+    key = body["order_id"]
+    where = name
+    if name == "quantity":
+        body["lines"][-1]["quantity"] = wrong
+        where = f"lines.{len(body['lines']) - 1}.quantity"
+    else:
+        body[name] = wrong
+    return [Case(f"order {name}={wrong!r}", "orders", key, encode(body), reason=f"{where}:")]
+
+
+REQUIRED = {
+    "orders": ["event_id", "occurred_at", "order_id", "customer_id", "lines"],
+    "receipts": ["event_id", "occurred_at", "receipt_id", "sku", "quantity"],
+    "cancellations": ["event_id", "occurred_at", "order_id"],
+}
+
+
+def missing_field(mix: Mix, data: st.DataObject) -> list[Case]:
+    role = data.draw(st.sampled_from(ROLES))
+    if role == "orders":
+        body = new_order(mix, data)
+    elif role == "receipts":
+        body = new_receipt(mix, data)
+    else:
+        body = {
+            "type": "OrderCancelled",
+            "event_id": str(uuid.uuid4()),
+            "occurred_at": when(data),
+            "order_id": mix.next_id("O"),
+        }
+    name = data.draw(st.sampled_from([*REQUIRED[role], "type", "line sku"]))
+    if name == "line sku" and role == "orders":
+        del body["lines"][0]["sku"]
+        reason = "lines.0.sku: Field required"
+    elif name in ("type", "line sku"):
+        body.pop("type")
+        reason = "unknown type None"
+    else:
+        del body[name]
+        reason = f"{name}: Field required"
+    key = str(body.get("order_id") or body.get("sku") or mix.next_id("K"))
+    return [Case(f"{role} without {name}", role, key, encode(body), reason=reason)]
+
+
+def unknown_type(mix: Mix, data: st.DataObject) -> list[Case]:
+    role = data.draw(st.sampled_from(ROLES))
+    body = new_order(mix, data)
+    other = data.draw(
+        st.sampled_from(sorted(set(TYPES.values()) - {TYPES[role]}))
+        | st.text(max_size=20).filter(lambda t: t not in TYPES.values())
+        | st.sampled_from([None, 1, ["OrderPlaced"], "orderplaced", "OrderPlaced "])
+    )
+    body["type"] = other
+    return [
+        Case(
+            f"type {other!r} on {role}", role, body["order_id"], encode(body), reason="unknown type"
+        )
+    ]
+
+
+def out_of_range(mix: Mix, data: st.DataObject) -> list[Case]:
+    quantity = data.draw(
+        st.sampled_from([0, -1, 1_000_001, 10**20, -(10**20)])
+        | st.integers(max_value=0)
+        | st.integers(min_value=1_000_001)
+    )
+    reason = "greater than or equal to 1" if quantity < 1 else "less than or equal to 1000000"
+    if data.draw(st.booleans()):
+        body = new_receipt(mix, data)
+        body["quantity"] = quantity
+        return [
+            Case(
+                f"receipt quantity {quantity}",
+                "receipts",
+                body["sku"],
+                encode(body),
+                reason=f"quantity: Input should be {reason}",
+            )
+        ]
+    body = new_order(mix, data)
+    body["lines"][0]["quantity"] = quantity
+    return [
+        Case(
+            f"order quantity {quantity}",
+            "orders",
+            body["order_id"],
+            encode(body),
+            reason=f"lines.0.quantity: Input should be {reason}",
+        )
+    ]
+
+
+def bad_id(mix: Mix, data: st.DataObject) -> list[Case]:
+    name = data.draw(st.sampled_from(["order_id", "customer_id", "line_id", "sku"]))
+    problem = data.draw(st.sampled_from(["65 characters", "empty", "control character"]))
+    if problem == "65 characters":
+        value = data.draw(st.text(printable, min_size=65, max_size=65))
+        reason = "String should have at most 64 characters"
+    elif problem == "empty":
+        value, reason = "", "String should have at least 1 character"
+    else:
+        control = data.draw(st.sampled_from(["\n", "\t", "\x00", "\x1b", "\x7f", "\x85", "\x9f"]))
+        value, reason = "id" + control + "x", "String should match pattern"
+    body = new_order(mix, data)
+    key = body["order_id"]
+    if name in ("line_id", "sku"):
+        body["lines"][0][name] = value
+        where = f"lines.0.{name}"
+    else:
+        body[name] = value
+        where = name
+    return [Case(f"{name} {problem}", "orders", key, encode(body), reason=f"{where}: {reason}")]
+
+
+def naive_time(mix: Mix, data: st.DataObject) -> list[Case]:
+    body = new_receipt(mix, data)
+    body["occurred_at"] = data.draw(times).isoformat()  # RFC 3339 needs a zone
+    return [
+        Case(
+            "time without zone",
+            "receipts",
+            body["sku"],
+            encode(body),
+            reason="occurred_at: Input should have timezone info",
+        )
+    ]
+
+
+def lone_surrogate(mix: Mix, data: st.DataObject) -> list[Case]:
+    body = new_order(mix, data)
+    body["customer_id"] = "C-\ud800"  # valid JSON escape, not a Unicode string
+    return [
+        Case(
+            "lone surrogate",
+            "orders",
+            body["order_id"],
+            encode(body),
+            reason="customer_id: Input should be a valid string",
+        )
+    ]
+
+
+def duplicate_line_ids(mix: Mix, data: st.DataObject) -> list[Case]:
+    body = new_order(mix, data, lines=2)
+    body["lines"][1]["line_id"] = body["lines"][0]["line_id"]
+    return [
+        Case(
+            "duplicate line ids",
+            "orders",
+            body["order_id"],
+            encode(body),
+            reason="line_id values must be unique",
+        )
+    ]
+
+
+def conflicting_order(mix: Mix, data: st.DataObject) -> list[Case]:
+    """An order id seen before with other lines: same key, so it arrives after the first."""
+    pick = data.draw(st.integers(0, 2**16))
+    earlier = [c for c in mix.good_orders() if c.kind.startswith("order")]
+    if not earlier:
+        return []
+    first = earlier[pick % len(earlier)]
+    assert first.body is not None
+    body = {**first.body, "event_id": str(uuid.uuid4())}
+    body["lines"] = [{**line, "quantity": line["quantity"] % 40 + 1} for line in body["lines"]]
+    if body["lines"] == first.body["lines"]:
+        body["lines"] = [*body["lines"], {"line_id": "extra", "sku": mix.skus[0], "quantity": 1}]
+    return [
+        Case(
+            "conflicting order",
+            "orders",
+            first.key,
+            encode(body),
+            reason="already placed with other lines",
+        )
+    ]
+
+
+def unknown_line_cancellation(mix: Mix, data: st.DataObject) -> list[Case]:
+    pick = data.draw(st.integers(0, 2**16))
+    occurred_at = when(data)
+    earlier = mix.good_orders()
+    if not earlier:
+        return []
+    target = earlier[pick % len(earlier)]
+    assert target.body is not None
+    body = {
+        "type": "OrderCancelled",
+        "event_id": str(uuid.uuid4()),
+        "occurred_at": occurred_at,
+        "order_id": target.body["order_id"],
+        "lines": [{"line_id": "no-such-line"}],
+    }
+    return [
+        Case("cancel unknown line", "cancellations", target.key, encode(body), reason="line(s)")
+    ]
+
+
+GOOD = [*[good_order] * 4, *[good_receipt] * 2, *[good_cancellation] * 2]
+BAD = [
+    arbitrary_bytes,
+    not_utf8,
+    not_an_object,
+    wrong_type,
+    missing_field,
+    unknown_type,
+    out_of_range,
+    bad_id,
+    naive_time,
+    lone_surrogate,
+    duplicate_line_ids,
+    conflicting_order,
+    unknown_line_cancellation,
+]
+
+
+def fixed_cases(mix: Mix) -> list[Case]:
+    """The boundaries the issue names, each on both sides, and redeliveries of good events."""
+    cases: list[Case] = []
+
+    def order_body(order_id: str, lines: list[tuple[str, str, int]]) -> dict[str, Any]:
+        return {
+            "type": "OrderPlaced",
+            "event_id": str(uuid.uuid4()),
+            "occurred_at": "2026-11-25T10:00:00+01:00",
+            "order_id": order_id,
+            "customer_id": "C-1",
+            "lines": [{"line_id": i, "sku": s, "quantity": q} for i, s, q in lines],
+        }
+
+    def receipt_body(receipt_id: str, sku: str, quantity: int) -> dict[str, Any]:
+        return {
+            "type": "StockReceived",
+            "event_id": str(uuid.uuid4()),
+            "occurred_at": "2026-11-25T09:00:00Z",
+            "receipt_id": receipt_id,
+            "sku": sku,
+            "quantity": quantity,
+        }
+
+    def good(kind: str, role: str, key: str, body: dict[str, Any]) -> Case:
+        case = Case(kind, role, key, encode(body, ascii_only=False), body=body)
+        cases.append(case)
+        return case
+
+    def bad(kind: str, role: str, key: str, value: bytes, reason: str) -> None:
+        cases.append(Case(kind, role, key, value, reason=reason))
+
+    sku, long_sku = mix.skus[0], mix.skus[-1]
+    long_id = mix.next_id("O").ljust(64, "\u00e9")
+    assert len(long_id) == len(long_sku) == 64
+    boundary = order_body(long_id, [("1", sku, 1), ("2".ljust(64, "x"), long_sku, 1_000_000)])
+    boundary["customer_id"] = "C".ljust(64, "\N{SNOWMAN}")
+    first = good(
+        "boundary order: quantities 1 and 1000000, 64-character ids", "orders", long_id, boundary
+    )
+    stock = good(
+        "receipt of 1000000, 64-character receipt id",
+        "receipts",
+        long_sku,
+        receipt_body(mix.next_id("R").ljust(64, "r"), long_sku, 1_000_000),
+    )
+    good("receipt of 1", "receipts", sku, receipt_body(mix.next_id("R"), sku, 1))
+
+    too_long = mix.next_id("O").ljust(65, "\u00e9")
+    for name, where in (
+        ("order_id", "order_id"),
+        ("customer_id", "customer_id"),
+        ("line_id", "lines.0.line_id"),
+        ("sku", "lines.0.sku"),
+    ):
+        body = order_body(mix.next_id("O"), [("1", sku, 1)])
+        if name in ("line_id", "sku"):
+            body["lines"][0][name] = too_long
+        else:
+            body[name] = too_long
+        bad(
+            f"65-character {name}",
+            "orders",
+            body["order_id"] if name != "order_id" else "k",
+            encode(body),
+            f"{where}: String should have at most 64 characters",
+        )
+    bad(
+        "65-character receipt_id",
+        "receipts",
+        sku,
+        encode(receipt_body(too_long, sku, 1)),
+        "receipt_id: String should have at most 64",
+    )
+    for quantity, reason in (
+        (0, "greater than or equal to 1"),
+        (1_000_001, "less than or equal to 1000000"),
+    ):
+        body = order_body(mix.next_id("O"), [("1", sku, quantity)])
+        bad(
+            f"order quantity {quantity}",
+            "orders",
+            body["order_id"],
+            encode(body),
+            f"lines.0.quantity: Input should be {reason}",
+        )
+        bad(
+            f"receipt quantity {quantity}",
+            "receipts",
+            sku,
+            encode(receipt_body(mix.next_id("R"), sku, quantity)),
+            f"quantity: Input should be {reason}",
+        )
+
+    many = order_body(mix.next_id("O"), [(str(n), mix.skus[n % 5], 1) for n in range(500)])
+    good("order of 500 lines", "orders", many["order_id"], many)
+    too_many = order_body(mix.next_id("O"), [(str(n), sku, 1) for n in range(501)])
+    bad(
+        "order of 501 lines",
+        "orders",
+        too_many["order_id"],
+        encode(too_many),
+        "lines: List should have at most 500 items",
+    )
+    no_lines = order_body(mix.next_id("O"), [])
+    bad(
+        "order of 0 lines",
+        "orders",
+        no_lines["order_id"],
+        encode(no_lines),
+        "lines: List should have at least 1 item",
+    )
+
+    # Exactly 1 MiB is allowed (padded with an unknown field); one byte more is not.
+    padded = order_body(mix.next_id("O"), [("1", mix.skus[1], 2)])
+    padded["padding"] = ""
+    padded["padding"] = "p" * (MAX_MESSAGE_BYTES - len(encode(padded)))
+    assert len(encode(padded)) == MAX_MESSAGE_BYTES
+    good("order of exactly 1 MiB", "orders", padded["order_id"], padded)
+    over = order_body(mix.next_id("O"), [("1", sku, 1)])
+    over["padding"] = ""
+    over["padding"] = "p" * (MAX_MESSAGE_BYTES + 1 - len(encode(over)))
+    bad(
+        "order of 1 MiB + 1 byte",
+        "orders",
+        over["order_id"],
+        encode(over),
+        f"value of {MAX_MESSAGE_BYTES + 1} bytes is over the 1 MiB limit",
+    )
+    big = receipt_body(mix.next_id("R"), sku, 1)
+    big["padding"] = "\N{SNOWMAN}" * ((INPUT_MAX_BYTES - 8192) // 3)
+    bad(
+        "receipt of almost 2 MiB",
+        "receipts",
+        sku,
+        encode(big, ascii_only=False),
+        "over the 1 MiB limit",
+    )
+
+    bad("empty value", "receipts", sku, b"", "value is not JSON")
+    bad("non-UTF-8 bytes", "orders", "k", b"\xff\xfe\x00{", "value is not UTF-8 text")
+    latin = order_body(mix.next_id("O"), [("1", sku, 1)])
+    latin["customer_id"] = "Jos\u00e9"
+    bad(
+        "JSON in latin-1",
+        "orders",
+        latin["order_id"],
+        json.dumps(latin, ensure_ascii=False).encode("latin-1"),
+        "value is not UTF-8 text",
+    )
+    naive = order_body(mix.next_id("O"), [("1", sku, 1)])
+    naive["occurred_at"] = "2026-11-25T10:00:00"
+    bad(
+        "RFC 3339 without a zone",
+        "orders",
+        naive["order_id"],
+        encode(naive),
+        "occurred_at: Input should have timezone info",
+    )
+
+    # The same message again (a producer's retry) is applied once, and is no dead letter.
+    cases.append(Case("redelivery", "orders", first.key, first.value, body=first.body))
+    cases.append(Case("redelivery", "receipts", stock.key, stock.value, body=stock.body))
+    # The same receipt id with another quantity is a conflict (same key: it comes second).
+    assert stock.body is not None
+    again = {**stock.body, "event_id": str(uuid.uuid4()), "quantity": 7}
+    bad("conflicting receipt", "receipts", stock.key, encode(again), "was already recorded as")
+    return cases
+
+
+def draw_mix(tag: str) -> tuple[Mix, int]:
+    """Hypothesis draws EXAMPLES batches; each adds some of every kind, in a drawn order."""
+    mix = Mix(tag)
+    examples = 0
+
+    @seed(SEED)
+    @hypothesis_settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        database=None,
+        phases=[Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(st.data())
+    def example(data: st.DataObject) -> None:
+        nonlocal examples
+        mix.pending = []
+        for make in data.draw(st.permutations(GOOD + BAD)):
+            if data.draw(st.booleans()):
+                mix.pending.extend(make(mix, data))
+        mix.commit()
+        examples += 1
+
+    example()
+    return mix, examples
+
+
+def riffle(first: list[Case], second: list[Case], rng: Any) -> list[Case]:
+    """Interleaves two sequences at random, keeping each one's own order."""
+    merged, i, j = [], 0, 0
+    while i < len(first) or j < len(second):
+        take_first = j >= len(second) or (
+            i < len(first) and rng.random() < len(first) / (len(first) + len(second))
+        )
+        if take_first:
+            merged.append(first[i])
+            i += 1
+        else:
+            merged.append(second[j])
+            j += 1
+    return merged
+
+
+def _covered(decisions: list[dict[str, Any]], orders: list[Case]) -> dict[tuple[str, str], int]:
+    taken: dict[tuple[str, str], int] = Counter()
+    for decision in decisions:
+        if decision["type"] in ("LineAllocated", "LineBackordered"):
+            taken[decision["order_id"], decision["line_id"]] += decision["quantity"]
+    return taken
+
+
+def _all_placed(records: list[ConsumerRecord], orders: list[Case]) -> bool:
+    taken = _covered(in_decision_order(records), orders)
+    return all(
+        taken[body["order_id"], line["line_id"]] == line["quantity"]
+        for case in orders
+        if (body := case.body) is not None
+        for line in body["lines"]
+    )
+
+
+async def test_a_fuzzed_mix_dead_letters_every_bad_message_and_applies_every_good_one(
+    kafka_bootstrap: str, database_url: str
+) -> None:
+    import random
+
+    settings = isolated_settings(kafka_bootstrap, database_url)
+    topics = settings.topics
+    topic_of = {
+        "orders": topics.orders,
+        "cancellations": topics.cancellations,
+        "receipts": topics.receipts,
+    }
+    mix, examples = draw_mix(uuid.uuid4().hex[:6])
+    cases = riffle(mix.cases, fixed_cases(mix), random.Random(SEED))
+    bad = [c for c in cases if not c.good]
+    orders = [c for c in cases if c.good and c.role == "orders" and c.kind != "redelivery"]
+    placed = [c for c in orders if c.cancelled is None]
+    kinds = Counter(c.kind.split(" ")[0] for c in bad)
+    context = f"seed {SEED}, {examples} examples, {len(cases)} messages ({len(bad)} bad): {kinds}"
+    assert examples >= EXAMPLES // 2, context
+    assert len(bad) >= 40, context
+    assert placed, context
+
+    async with running(settings) as service:
+        await publish(settings, [(topic_of[c.role], c.key, c.value) for c in cases])
+        where = await _positions(settings, topic_of, cases)
+        letters = await read_topic(
+            settings,
+            topics.dead_letters,
+            until=lambda r: len(r) >= len(bad),
+            timeout=120,
+            settle=3.0,
+        )
+        decided = await read_topic(
+            settings, topics.decisions, until=lambda r: _all_placed(r, placed), timeout=120
+        )
+        problems = _check_dead_letters(letters, where)
+        problems += _check_decisions(decided, orders, placed)
+        problems += await _check_cancellations(settings, orders)
+        problems += await _check_receipts_and_liveness(settings, service, mix, cases)
+        task = _service_task(service)
+        assert task is not None, "the service stopped"
+        assert not task.done(), task
+
+    assert not problems, context + "\n" + "\n".join(problems[:40])
+
+
+async def _positions(
+    settings: Settings, topic_of: dict[str, str], cases: list[Case]
+) -> dict[tuple[str, int, int], Case]:
+    """Where each message landed: reads the inputs back and matches on key and bytes."""
+    where: dict[tuple[str, int, int], Case] = {}
+    for role, topic in topic_of.items():
+        sent = [c for c in cases if c.role == role]
+        waiting: dict[tuple[bytes, bytes], list[Case]] = defaultdict(list)
+        for case in sent:
+            waiting[case.key.encode(), case.value].append(case)
+        count = len(sent)
+
+        def enough(records: list[ConsumerRecord], n: int = count) -> bool:
+            return len(records) >= n
+
+        for record in await read_topic(settings, topic, until=enough):
+            where[topic, record.partition, record.offset] = waiting[record.key, record.value].pop(0)
+    return where
+
+
+def _check_dead_letters(
+    letters: list[ConsumerRecord], where: dict[tuple[str, int, int], Case]
+) -> list[str]:
+    """Every bad message has exactly one dead letter, which says why; no good one has any."""
+    problems = []
+    lettered: Counter[tuple[str, int, int]] = Counter()
+    for record in letters:
+        letter = json.loads(record.value)
+        position = (letter["source_topic"], letter["partition"], letter["offset"])
+        lettered[position] += 1
+        found = where.get(position)
+        if found is None:
+            problems.append(f"dead letter for an unknown position {position}")
+            continue
+        case = found
+        if case.good:
+            problems.append(f"good message dead-lettered ({letter['error']}): {case.show()}")
+            continue
+        if not letter["error"] or str(case.reason) not in letter["error"]:
+            problems.append(
+                f"dead letter says {letter['error']!r}, not {case.reason!r}: {case.show()}"
+            )
+        raw = (
+            base64.b64decode(letter["payload"])
+            if letter.get("payload_encoding") == "base64"
+            else letter["payload"].encode()
+        )
+        if raw != case.value:
+            problems.append(f"dead letter payload differs from what was sent: {case.show()}")
+        if record.key != case.key.encode():
+            problems.append(f"dead letter key {record.key!r}: {case.show()}")
+    for position, case in where.items():
+        if not case.good and lettered[position] != 1:
+            problems.append(f"{lettered[position]} dead letters for {case.show()}")
+    return problems
+
+
+def _check_decisions(
+    decided: list[ConsumerRecord], orders: list[Case], placed: list[Case]
+) -> list[str]:
+    """Every good order not cancelled was decided for all its quantity, keyed by order."""
+    problems = []
+    decisions = in_decision_order(decided)
+    taken = _covered(decisions, placed)
+    good_ids = {c.body["order_id"] for c in orders if c.body is not None}
+    for record in decided:
+        if record.key.decode() != json.loads(record.value)["order_id"]:
+            problems.append(f"decision keyed {record.key!r}: {record.value[:200]!r}")
+    for decision in decisions:
+        if decision["order_id"] not in good_ids:
+            problems.append(f"decision for an order that was not good: {decision}")
+        if decision["type"] == "LineRejected":
+            problems.append(f"rejected though backorders are allowed: {decision}")
+    for case in placed:
+        assert case.body is not None
+        for line in case.body["lines"]:
+            got = taken[case.body["order_id"], line["line_id"]]
+            if got != line["quantity"]:
+                problems.append(
+                    f"line {line['line_id']!r} decided {got} of {line['quantity']}: {case.show()}"
+                )
+    return problems
+
+
+async def _check_cancellations(settings: Settings, orders: list[Case]) -> list[str]:
+    """Every good cancellation took what it asked for: the order's read model shows it."""
+    problems = []
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{settings.http_port}") as api:
+        for case in orders:
+            if case.cancelled is None:
+                continue
+            assert case.body is not None
+            expected = {
+                line["line_id"]: (line["quantity"], case.cancelled[line["line_id"]])
+                for line in case.body["lines"]
+            }
+            seen: Any = None
+            for _ in range(100):
+                answer = await api.get(f"/orders/{case.body['order_id']}")
+                if answer.status_code == 200:
+                    lines = answer.json()["lines"]
+                    seen = {line["line_id"]: (line["ordered"], line["cancelled"]) for line in lines}
+                    conserved = all(
+                        line["allocated"]
+                        + line["backordered"]
+                        + line["cancelled"]
+                        + line["rejected"]
+                        == line["ordered"]
+                        for line in lines
+                    )
+                    if seen == expected and conserved:
+                        break
+                await asyncio.sleep(0.1)
+            else:
+                problems.append(f"order shows {seen}, not {expected}: {case.show()}")
+    return problems
+
+
+async def _check_receipts_and_liveness(
+    settings: Settings, service: Service, mix: Mix, cases: list[Case]
+) -> list[str]:
+    """Every good receipt was applied once (the SKU received exactly their sum), and the
+    service still takes new input after the fuzz."""
+    problems = []
+    received: dict[str, int] = Counter()
+    for case in cases:
+        if case.good and case.role == "receipts" and case.kind != "redelivery":
+            assert case.body is not None
+            received[case.body["sku"]] += case.body["quantity"]
+    allocation = await asyncio.to_thread(build_allocation, settings)
+    found: dict[str, int] = {}
+    for _ in range(100):
+        allocation.forget_cached()
+        for sku_id in received:
+            aggregate = await asyncio.to_thread(allocation.find_sku, sku_id)
+            found[sku_id] = 0 if aggregate is None else aggregate.received
+        if found == received:
+            break
+        await asyncio.sleep(0.2)
+    else:
+        problems.append(f"SKUs received {found}, not {dict(received)}")
+
+    assert _service_task(service) is not None, "the service stopped"
+    last = {
+        "type": "StockReceived",
+        "event_id": str(uuid.uuid4()),
+        "occurred_at": "2026-11-26T00:00:00Z",
+        "receipt_id": mix.next_id("R"),
+        "sku": "after-the-fuzz",
+        "quantity": 1,
+    }
+    await publish(settings, [(settings.topics.receipts, "after-the-fuzz", encode(last))])
+    for _ in range(100):
+        allocation.forget_cached()
+        if await asyncio.to_thread(allocation.find_sku, "after-the-fuzz") is not None:
+            break
+        await asyncio.sleep(0.2)
+    else:
+        problems.append("a receipt published after the fuzz was not applied")
+    return problems
+
+
+def _service_task(service: Service) -> asyncio.Task[Any] | None:
+    """The task running `service.run()` (tests.harness.running keeps it to itself)."""
+    for task in asyncio.all_tasks():
+        frame = getattr(task.get_coro(), "cr_frame", None)
+        if (
+            frame is not None
+            and frame.f_code.co_name == "run"
+            and (frame.f_locals.get("self") is service)
+        ):
+            return task
+    return None
+
+
+# Intake's decoder, in-process: whatever the bytes, it returns an event or a reason; it never
+# raises (a raise rolls the batch back and retries it forever: the partition stalls).
+
+
+def _decode(topic: str, value: bytes) -> Any:
+    settings = Settings(database_url="sqlite:///unused/fulfillment")
+    handler = IntakeHandler(Intake(env={"PERSISTENCE_MODULE": "eventsourcing.popo"}), settings)
+    record = ConsumerRecord(
+        topic=topic,
+        partition=0,
+        offset=0,
+        timestamp=0,
+        timestamp_type=0,
+        key=b"k",
+        value=value,
+        checksum=None,
+        serialized_key_size=1,
+        serialized_value_size=len(value),
+        headers=[],
+    )
+    return handler.decode(record)
+
+
+def _receipt_with(**fields: Any) -> bytes:
+    body = {
+        "type": "StockReceived",
+        "event_id": str(uuid.uuid4()),
+        "occurred_at": "2026-11-25T10:00:00Z",
+        "receipt_id": "R-1",
+        "sku": "S-1",
+        "quantity": 1,
+    }
+    return encode({**body, **fields})
+
+
+@hypothesis_settings(max_examples=300, deadline=None, database=None)
+@given(
+    topic=st.sampled_from(["orders", "cancellations", "receipts"]),
+    value=st.binary(max_size=200)
+    | json_values.map(encode)
+    | st.dictionaries(st.sampled_from(sorted(KNOWN_FIELDS)), json_values).map(encode)
+    | st.builds(
+        lambda at, quantity: _receipt_with(occurred_at=at, quantity=quantity),
+        st.datetimes(timezones=st.just(UTC)).map(datetime.isoformat) | st.text(max_size=30),
+        json_values,
+    ),
+)
+def test_the_decoder_answers_every_input_without_raising(topic: str, value: bytes) -> None:
+    decoded = _decode(topic, value)
+    assert (decoded.event is None) != (decoded.error is None)
+    if decoded.error is not None:
+        assert decoded.error.strip()
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        pytest.param(b"[" * 5000 + b"]" * 5000, id="JSON nested 5000 deep (RecursionError)"),
+        pytest.param(
+            b'{"type": "StockReceived", "quantity": ' + b"9" * 5000 + b"}",
+            id="integer of 5000 digits (ValueError: int max str digits)",
+        ),
+        pytest.param(
+            _receipt_with(occurred_at="9999-12-31T23:59:59-14:00"),
+            id="time past year 9999 in UTC (OverflowError)",
+        ),
+        pytest.param(
+            _receipt_with(occurred_at="0001-01-01T00:00:00+14:00"),
+            id="time before year 1 in UTC (OverflowError)",
+        ),
+    ],
+)
+def test_inputs_that_crash_the_decoder_are_refused_with_a_reason(value: bytes) -> None:
+    decoded = _decode("receipts", value)
+    assert decoded.event is None
+    assert decoded.error
