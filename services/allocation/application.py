@@ -11,6 +11,7 @@ from eventsourcing.persistence import ProcessRecorder, Tracking
 
 from events.commands import CancelLine, PlaceLine, ReceiveStock, SkuCommands
 from services.allocation.domain import Cause, Sku, sku_aggregate_id
+from services.cache import forget_cached
 
 # Commands inside one sku-commands message get sub-positions, so that each is idempotent.
 COMMANDS_PER_MESSAGE = 1000
@@ -41,6 +42,16 @@ class Allocation(Application[UUID]):
         self, messages: Sequence[SkuCommands], tracking: Tracking | None
     ) -> AllocationOutcome:
         """Applies a batch from one partition and records it with its position: one commit."""
+        try:
+            return self._apply_commands(messages, tracking)
+        except Exception:
+            # Cached aggregates were mutated in place: forget them, the retry reads the store.
+            self.forget_cached()
+            raise
+
+    def _apply_commands(
+        self, messages: Sequence[SkuCommands], tracking: Tracking | None
+    ) -> AllocationOutcome:
         skus: dict[str, Sku] = {}
         outcome = AllocationOutcome()
         for message in messages:
@@ -57,12 +68,7 @@ class Allocation(Application[UUID]):
         processing = ProcessingEvent[UUID](tracking=tracking)
         processing.collect_events(*skus.values())
         outcome.events = len(processing.events)
-        try:
-            self._record(processing)
-        except Exception:
-            # Aggregates were mutated in place: forget them so the retry reads the store.
-            self.forget_cached()
-            raise
+        self._record(processing)
         self._take_snapshots(processing)
         return outcome
 
@@ -84,8 +90,7 @@ class Allocation(Application[UUID]):
         return found
 
     def forget_cached(self) -> None:
-        if self.repository.cache is not None and hasattr(self.repository.cache, "clear"):
-            self.repository.cache.clear()
+        forget_cached(self.repository)
 
 
 def _apply(sku: Sku, cause: Cause, command: PlaceLine | CancelLine | ReceiveStock) -> None:

@@ -13,6 +13,7 @@ from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import ProcessRecorder, Tracking
 
 from events.inputs import InputEvent, OrderCancelled, OrderPlaced, StockReceived
+from services.cache import forget_cached
 from services.intake.domain import (
     DeadLetter,
     HeldCancellation,
@@ -66,6 +67,20 @@ class Intake(Application[UUID]):
         backorders_allowed: bool = True,
     ) -> IntakeOutcome:
         """Applies a batch from one partition and records it with its position: one commit."""
+        try:
+            return self._record_inputs(inputs, tracking, failed_at, backorders_allowed)
+        except Exception:
+            # Cached aggregates were mutated in place: forget them, the retry reads the store.
+            self.forget_cached()
+            raise
+
+    def _record_inputs(
+        self,
+        inputs: Sequence[Input],
+        tracking: Tracking,
+        failed_at: datetime,
+        backorders_allowed: bool,
+    ) -> IntakeOutcome:
         batch = _Batch(self)
         outcome = IntakeOutcome()
         for item in inputs:
@@ -85,17 +100,11 @@ class Intake(Application[UUID]):
                 outcome.duplicates += 1
         processing = ProcessingEvent[UUID](tracking=tracking)
         processing.collect_events(*batch.aggregates.values())
-        try:
-            self._record(processing)
-        except Exception:
-            # Aggregates were mutated in place: forget them so the retry reads the store.
-            self.forget_cached()
-            raise
+        self._record(processing)
         return outcome
 
     def forget_cached(self) -> None:
-        if self.repository.cache is not None and hasattr(self.repository.cache, "clear"):
-            self.repository.cache.clear()
+        forget_cached(self.repository)
 
     def _apply(
         self, batch: _Batch, item: Input, failed_at: datetime, backorders_allowed: bool
