@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from services.settings import Settings
+from services.store import is_postgres
 from tests.harness import isolated_settings, publish
 from tests.reliability.checker import Report, check
 from tests.reliability.cluster import drained
@@ -71,7 +72,8 @@ async def run_scenario(
     await publishing
     await finish()
     await drained(settings)
-    report = await check(settings, name, faults, tmp_path)
+    store = "postgres" if is_postgres(settings.database_url) else "sqlite"
+    report = await check(settings, f"{name} [{store}]", faults, tmp_path)
     await asyncio.to_thread(_record, report, seed)
     return report
 
