@@ -14,8 +14,8 @@ from eventsourcing.application import Application
 from eventsourcing.persistence import Tracking
 
 from bench.workload import SkuCommand, order_bodies, sku_command_stream
-from events.commands import CancelLine, PlaceLine, SkuCommands
-from services.allocation.application import COMMANDS_PER_MESSAGE, Allocation
+from events.commands import SkuCommands
+from services.allocation.application import COMMANDS_PER_MESSAGE, Allocation, apply_command
 from services.allocation.domain import Cause, Sku
 from services.bootstrap import build_allocation, build_intake
 from services.intake.application import Input, Intake
@@ -59,29 +59,7 @@ def bench_domain(commands: int, skus: int, rounds: int, collect_every: int = 500
         started = time.perf_counter()
         for n, (sku, cause, command) in enumerate(calls, 1):
             aggregate = aggregates[sku]
-            if isinstance(command, PlaceLine):
-                aggregate.place_line(
-                    cause,
-                    order_id=command.order_id,
-                    line_id=command.line_id,
-                    line_index=command.line_index,
-                    customer_id=command.customer_id,
-                    priority=command.priority,
-                    quantity=command.quantity,
-                    cancelled_before_placement=command.cancelled_before_placement,
-                    backorders_allowed=command.backorders_allowed,
-                )
-            elif isinstance(command, CancelLine):
-                aggregate.cancel_line(
-                    cause,
-                    order_id=command.order_id,
-                    line_id=command.line_id,
-                    quantity=command.quantity,
-                )
-            else:
-                aggregate.receive_stock(
-                    cause, receipt_id=command.receipt_id, quantity=command.quantity
-                )
+            apply_command(aggregate, cause, command)
             if n % collect_every == 0:
                 collected += sum(len(a.collect_events()) for a in aggregates.values())
         collected += sum(len(a.collect_events()) for a in aggregates.values())

@@ -6,18 +6,11 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 
+from projections.models import DemandHistory
 from projections.store import ReadStore
 
 FILL_ORDER = "priority DESC, placed_at, arrival, line_index"
-DEMAND_COUNTERS = (
-    "ordered",
-    "allocated",
-    "backordered",
-    "filled",
-    "cancelled",
-    "rejected",
-    "received",
-)
+DEMAND_COUNTERS = DemandHistory.COUNTERS
 
 
 def _moment(value: Any) -> datetime:

@@ -155,16 +155,9 @@ def _print_views(views: dict[str, Any]) -> None:
         )
     console.print(queue)
     demand = Table(title="demand history (GET /skus/{sku}/demand)")
-    columns = (
-        "bucket_start",
-        "ordered",
-        "allocated",
-        "backordered",
-        "filled",
-        "cancelled",
-        "rejected",
-        "received",
-    )
+    from projections.queries import DEMAND_COUNTERS
+
+    columns = ("bucket_start", *DEMAND_COUNTERS)
     for column in columns:
         demand.add_column(column)
     for row in views["demand"]:

@@ -63,7 +63,7 @@ class Allocation(Application[UUID]):
                 continue
             for index, command in enumerate(message.commands):
                 cause = Cause(command.causation_id, command.occurred_at, first + index, step=index)
-                _apply(sku, cause, command)
+                apply_command(sku, cause, command)
             outcome.applied += 1
         processing = ProcessingEvent[UUID](tracking=tracking)
         processing.collect_events(*skus.values())
@@ -93,7 +93,8 @@ class Allocation(Application[UUID]):
         forget_cached(self.repository)
 
 
-def _apply(sku: Sku, cause: Cause, command: PlaceLine | CancelLine | ReceiveStock) -> None:
+def apply_command(sku: Sku, cause: Cause, command: PlaceLine | CancelLine | ReceiveStock) -> None:
+    """The one translation from a sku-commands command to the Sku's method."""
     if isinstance(command, PlaceLine):
         sku.place_line(
             cause,
