@@ -47,7 +47,7 @@ schemas: install
 ## test-reliability: the fault-injection suite at full size (thousands of orders per scenario)
 test-reliability: install kafka postgres
 	rm -f data/reliability-results.jsonl
-	RELIABILITY_ORDERS=$${RELIABILITY_ORDERS:-2000} \
+	RELIABILITY_ORDERS=$${RELIABILITY_ORDERS:-5000} \
 	DATABASE_URL_TEST="$$(deploy/postgres/postgres.sh url test)" $(BIN)/pytest tests/reliability -p no:logging
 	@echo; echo "Summary (data/reliability-results.jsonl):"
 	@$(BIN)/python -c "import json; [print(json.loads(l)['line']) for l in open('data/reliability-results.jsonl')]"

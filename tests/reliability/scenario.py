@@ -17,7 +17,7 @@ from tests.reliability.checker import Report, check
 from tests.reliability.cluster import drained
 from tests.reliability.workload import Workload, workload
 
-ORDERS = int(os.environ.get("RELIABILITY_ORDERS", "400"))
+ORDERS = int(os.environ.get("RELIABILITY_ORDERS", "2000"))
 RESULTS = Path(os.environ.get("RELIABILITY_RESULTS", "data/reliability-results.jsonl"))
 
 

@@ -22,6 +22,7 @@ from tests.infrastructure import REPO
 from tests.reliability.checker import read_all
 from tests.reliability.cluster import Process, drained
 from tests.reliability.scenario import (
+    ORDERS,
     RESULTS,
     moments,
     publish_slowly,
@@ -222,7 +223,7 @@ async def test_inputs_delivered_again_and_offsets_reset_have_no_new_effect(
     settings = scenario_settings(kafka_bootstrap, database_url)
     stages = ["intake", "allocation", "relay", "projections"]
     service = Process("service", settings, stages, tmp_path)
-    work = workload(606, orders=200)
+    work = workload(606, orders=min(ORDERS, 500))
     service.start()
     await publish_slowly(settings, work, seconds=5)
     await drained(settings)
