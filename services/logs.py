@@ -9,7 +9,8 @@ import structlog
 
 def configure(level: str = "INFO", fmt: str = "console") -> None:
     logging.basicConfig(level=level.upper(), format="%(message)s")
-    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    for noisy in ("aiokafka", "httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     renderer: structlog.types.Processor = (
         structlog.processors.JSONRenderer()
         if fmt == "json"
