@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions
 
@@ -46,8 +48,23 @@ async def test_the_service_refuses_to_start_when_sku_commands_partitions_changed
     await admin.start()
     try:  # an operator adds partitions: every SKU's home partition would move
         await admin.create_partitions({settings.topics.sku_commands: NewPartitions(total_count=5)})
+        async with asyncio.timeout(30):  # the broker's metadata catches up a moment later
+            while True:
+                [described] = await admin.describe_topics([settings.topics.sku_commands])
+                if len(described["partitions"]) == 5:
+                    break
+                await asyncio.sleep(0.2)
     finally:
         await admin.close()
 
     with pytest.raises(ConfigurationError, match="has 5 partitions but this store's positions"):
-        await Service(settings, ["allocation"]).run()
+        await _run_briefly(Service(settings, ["allocation"]))
+
+
+async def _run_briefly(service: Service) -> None:
+    """Runs the service; were it to start anyway, stops it after a while instead of hanging."""
+    stopper = asyncio.get_running_loop().call_later(30, service.stop)
+    try:
+        await service.run()
+    finally:
+        stopper.cancel()
