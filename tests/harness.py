@@ -138,12 +138,16 @@ async def publish(settings: Settings, messages: Sequence[tuple[str, str, bytes]]
     )
     await producer.start()
     try:
-        futures = [
-            await producer.send(topic, value, key=key.encode()) for topic, key, value in messages
-        ]
-        await asyncio.gather(*futures)
+        async with asyncio.timeout(60):  # a send stuck across a broker restart fails, not hangs
+            futures = [
+                await producer.send(topic, value, key=key.encode())
+                for topic, key, value in messages
+            ]
+            await asyncio.gather(*futures)
     finally:
-        await producer.stop()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(30):
+                await producer.stop()
 
 
 def as_json(body: dict[str, Any]) -> bytes:

@@ -7,6 +7,7 @@ deterministic, so the recorded order is the reference, not the publication order
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 from collections import Counter, defaultdict
@@ -84,15 +85,16 @@ async def read_all(settings: Settings, topics: list[str]) -> list[ConsumerRecord
             return records
         consumer.assign(wanted)
         await consumer.seek_to_beginning(*wanted)
-        done: set[TopicPartition] = set()
-        while len(done) < len(wanted):
-            batch = await consumer.getmany(timeout_ms=1000, max_records=5000)
-            for tp, part in batch.items():
-                for record in part:
-                    if record.offset < ends[tp]:
-                        records.append(record)
-                    if record.offset >= ends[tp] - 1:
-                        done.add(tp)
+        # Done when every partition's position reaches its end offset (robust to offsets
+        # that hold no record); bounded, so a stuck fetch fails instead of hanging.
+        async with asyncio.timeout(180):
+            while True:
+                batch = await consumer.getmany(timeout_ms=1000, max_records=5000)
+                for tp, part in batch.items():
+                    records.extend(record for record in part if record.offset < ends[tp])
+                positions = [await consumer.position(tp) for tp in wanted]
+                if all(p >= ends[tp] for p, tp in zip(positions, wanted, strict=True)):
+                    break
         return records
     finally:
         await consumer.stop()

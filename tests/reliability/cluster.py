@@ -134,13 +134,14 @@ async def _last_positions(settings: Settings) -> tuple[dict[TopicPartition, int]
         if readable:
             consumer.assign(readable)
             for tp in readable:
-                consumer.seek(tp, ends[tp] - 1)
-            while len(last) < len(readable):
-                batch = await consumer.getmany(timeout_ms=1000)
-                for tp, records in batch.items():
-                    for record in records:
-                        position = SkuCommands.model_validate_json(record.value).position
-                        last[tp.partition] = max(last.get(tp.partition, 0), position)
+                consumer.seek(tp, max(0, ends[tp] - 5))
+            async with asyncio.timeout(60):  # fail, never hang, if a fetch gets stuck
+                while not all([await consumer.position(tp) >= ends[tp] for tp in readable]):
+                    batch = await consumer.getmany(timeout_ms=1000)
+                    for tp, records in batch.items():
+                        for record in records:
+                            position = SkuCommands.model_validate_json(record.value).position
+                            last[tp.partition] = max(last.get(tp.partition, 0), position)
         return {tp: ends[tp] for tp in inputs}, last
     finally:
         await consumer.stop()
