@@ -102,6 +102,7 @@ async def test_kill_9_of_each_stage_alone(
     assert report.ok, "\n".join(report.details)
 
 
+@pytest.mark.broker_restart
 async def test_broker_killed_and_restarted_then_restarted_cleanly(
     kafka_bootstrap: str, database_url: str, tmp_path: Path
 ) -> None:
@@ -134,6 +135,8 @@ async def test_broker_killed_and_restarted_then_restarted_cleanly(
         )
     finally:
         code = service.stop()
+        # Whatever happened, leave a broker running for the tests after this one.
+        await asyncio.to_thread(subprocess.run, [*KAFKA, "start"], check=False)
     assert code == 0, service.log()[-3000:]
     assert report.ok, "\n".join(report.details)
 
