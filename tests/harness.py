@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import socket
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -52,6 +53,35 @@ def isolated_settings(bootstrap: str, database_url: str, **overrides: Any) -> Se
     }
     options.update(overrides)
     return Settings(**options)
+
+
+def environment(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment that gives a subprocess these settings."""
+    topics = settings.topics
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TOPIC_", "FULFILLMENT_"))}
+    env.update(
+        KAFKA_BOOTSTRAP_SERVERS=settings.kafka_bootstrap_servers,
+        DATABASE_URL=settings.database_url,
+        CONSUMER_GROUP=settings.consumer_group,
+        HTTP_HOST=settings.http_host,
+        HTTP_PORT=str(settings.http_port),
+        BATCH_TIMEOUT_MS=str(settings.batch_timeout_ms),
+        RELAY_IDLE_INTERVAL=str(settings.relay_idle_interval),
+        TOPIC_PARTITIONS=str(settings.topic_partitions),
+        SKU_COMMANDS_PARTITIONS=str(settings.sku_commands_partitions),
+        TOPIC_ORDERS=topics.orders,
+        TOPIC_CANCELLATIONS=topics.cancellations,
+        TOPIC_RECEIPTS=topics.receipts,
+        TOPIC_SKU_COMMANDS=topics.sku_commands,
+        TOPIC_DECISIONS=topics.decisions,
+        TOPIC_DEAD_LETTERS=topics.dead_letters,
+        TOPIC_DEMAND_HISTORY=topics.demand_history,
+        TOPIC_BACKORDER_QUEUE=topics.backorder_queue,
+        KAFKA_SESSION_TIMEOUT_MS=str(settings.kafka_session_timeout_ms),
+        LOG_LEVEL="INFO",
+    )
+    env.update(extra)
+    return env
 
 
 @contextlib.asynccontextmanager

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.harness import free_port
+from tests.harness import environment, isolated_settings
 
 pytestmark = pytest.mark.kafka
 
@@ -36,31 +34,10 @@ EXPECTED = [
 ]
 
 
-def _environment(kafka_bootstrap: str, database_url: str) -> dict[str, str]:
-    tag = uuid.uuid4().hex[:10]
-    env = dict(os.environ)
-    env.update(
-        KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap,
-        DATABASE_URL=database_url,
-        CONSUMER_GROUP=f"e2e-{tag}",
-        TOPIC_ORDERS=f"e{tag}.orders",
-        TOPIC_CANCELLATIONS=f"e{tag}.cancellations",
-        TOPIC_RECEIPTS=f"e{tag}.receipts",
-        TOPIC_SKU_COMMANDS=f"e{tag}.sku-commands",
-        TOPIC_DECISIONS=f"e{tag}.decisions",
-        TOPIC_DEAD_LETTERS=f"e{tag}.dlq",
-        HTTP_PORT=str(free_port()),
-        HTTP_HOST="127.0.0.1",
-        TOPIC_DEMAND_HISTORY=f"e{tag}.demand-history",
-        TOPIC_BACKORDER_QUEUE=f"e{tag}.backorder-queue",
-    )
-    return env
-
-
 def test_the_demo_scenario_produces_exactly_the_decisions_of_the_story(
     kafka_bootstrap: str, database_url: str, tmp_path: Path
 ) -> None:
-    env = _environment(kafka_bootstrap, database_url)
+    env = environment(isolated_settings(kafka_bootstrap, database_url))
     log = (tmp_path / "service.log").open("w")
     service = subprocess.Popen([CLI, "run"], env=env, stdout=log, stderr=subprocess.STDOUT)
     try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 import sys
@@ -16,37 +15,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from events.commands import SkuCommands
 from services.bootstrap import build_allocation, build_intake, build_read_models
 from services.settings import Settings
+from tests.harness import environment
 
 CLI = str(Path(sys.executable).parent / "fulfillment")
-
-
-def environment(settings: Settings, **extra: str) -> dict[str, str]:
-    """The environment that gives a subprocess these settings."""
-    topics = settings.topics
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TOPIC_", "FULFILLMENT_"))}
-    env.update(
-        KAFKA_BOOTSTRAP_SERVERS=settings.kafka_bootstrap_servers,
-        DATABASE_URL=settings.database_url,
-        CONSUMER_GROUP=settings.consumer_group,
-        HTTP_HOST=settings.http_host,
-        HTTP_PORT=str(settings.http_port),
-        BATCH_TIMEOUT_MS=str(settings.batch_timeout_ms),
-        RELAY_IDLE_INTERVAL=str(settings.relay_idle_interval),
-        TOPIC_PARTITIONS=str(settings.topic_partitions),
-        SKU_COMMANDS_PARTITIONS=str(settings.sku_commands_partitions),
-        TOPIC_ORDERS=topics.orders,
-        TOPIC_CANCELLATIONS=topics.cancellations,
-        TOPIC_RECEIPTS=topics.receipts,
-        TOPIC_SKU_COMMANDS=topics.sku_commands,
-        TOPIC_DECISIONS=topics.decisions,
-        TOPIC_DEAD_LETTERS=topics.dead_letters,
-        TOPIC_DEMAND_HISTORY=topics.demand_history,
-        TOPIC_BACKORDER_QUEUE=topics.backorder_queue,
-        KAFKA_SESSION_TIMEOUT_MS=str(settings.kafka_session_timeout_ms),
-        LOG_LEVEL="INFO",
-    )
-    env.update(extra)
-    return env
 
 
 class Process:

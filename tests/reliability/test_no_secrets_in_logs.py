@@ -5,7 +5,6 @@ a clean stop, and a start that fails on an unreachable database."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from psycopg import sql
 from services.settings import Settings
 from tests.harness import (
     as_json,
+    environment,
     free_port,
     isolated_settings,
     order,
@@ -68,10 +68,8 @@ def _drop_schema(database_url: str) -> None:
 
 
 def _environment(settings: Settings) -> dict[str, str]:
-    topics = settings.topics
-    env = dict(os.environ)
-    env.update(
-        KAFKA_BOOTSTRAP_SERVERS=settings.kafka_bootstrap_servers,
+    return environment(
+        settings,
         # PLAINTEXT still connects to the test broker; the SASL options are built and handed
         # to every client all the same, so a leak would show.
         KAFKA_SECURITY_PROTOCOL="PLAINTEXT",
@@ -79,24 +77,11 @@ def _environment(settings: Settings) -> dict[str, str]:
         KAFKA_SASL_USERNAME="svc-fulfillment",
         KAFKA_SASL_PASSWORD=KAFKA_SECRET,
         API_TOKEN="Api-T0ken-" + KAFKA_SECRET,
-        DATABASE_URL=settings.database_url,
-        CONSUMER_GROUP=settings.consumer_group,
-        TOPIC_ORDERS=topics.orders,
-        TOPIC_CANCELLATIONS=topics.cancellations,
-        TOPIC_RECEIPTS=topics.receipts,
-        TOPIC_SKU_COMMANDS=topics.sku_commands,
-        TOPIC_DECISIONS=topics.decisions,
-        TOPIC_DEAD_LETTERS=topics.dead_letters,
-        TOPIC_DEMAND_HISTORY=topics.demand_history,
-        TOPIC_BACKORDER_QUEUE=topics.backorder_queue,
-        HTTP_HOST="127.0.0.1",
-        HTTP_PORT=str(settings.http_port),
         LOG_FORMAT="json",
         LOG_LEVEL="DEBUG",
         COLUMNS="1000",  # no wrapping that could split a secret across lines
         PYTHONUNBUFFERED="1",
     )
-    return env
 
 
 async def _wait_until_up(port: int, service: asyncio.subprocess.Process) -> None:
