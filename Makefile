@@ -27,7 +27,7 @@ run: install kafka
 ## test: set up, start Kafka and PostgreSQL, run ruff, mypy and the whole pytest suite
 test: install kafka postgres lint typecheck
 	rm -f data/reliability-results.jsonl
-	DATABASE_URL_TEST="$$(deploy/postgres/postgres.sh url test)" $(BIN)/pytest -m "not broker_restart"
+	DATABASE_URL_TEST="$$(deploy/postgres/postgres.sh url test)" $(BIN)/pytest
 	@echo; echo "Fault-injection summary (data/reliability-results.jsonl):"
 	@$(BIN)/python -c "import json; [print(json.loads(l)['line']) for l in open('data/reliability-results.jsonl')]"
 

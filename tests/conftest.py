@@ -13,7 +13,18 @@ from tests import infrastructure
 
 
 @pytest.fixture(scope="session")
-def kafka_bootstrap() -> Iterator[str]:
+def exclusive_servers() -> Iterator[None]:
+    """One test run at a time on this machine's servers (see infrastructure.claim_servers)."""
+    try:
+        claim = infrastructure.claim_servers()
+    except RuntimeError as busy:
+        pytest.exit(str(busy), returncode=3)
+    with claim:
+        yield
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(exclusive_servers: None) -> Iterator[str]:
     servers, container = infrastructure.kafka_bootstrap_servers()
     yield servers
     if container is not None:
@@ -21,7 +32,7 @@ def kafka_bootstrap() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def postgres_base_url() -> Iterator[str]:
+def postgres_base_url(exclusive_servers: None) -> Iterator[str]:
     url, container = infrastructure.postgres_url()
     yield url
     if container is not None:

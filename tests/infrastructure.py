@@ -5,10 +5,13 @@ the deploy/ scripts start on this machine. All three are real servers; there are
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
+from typing import IO
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -25,6 +28,34 @@ def _docker_answers() -> bool:
         )
     except (OSError, subprocess.TimeoutExpired):
         return False
+
+
+def claim_servers() -> IO[str]:
+    """Holds, for the whole test session, a lock that one test run at a time may have.
+
+    The fault scenarios kill and restart the broker and PostgreSQL on this machine's ports, so
+    two runs at once (two clones, or a leftover run) would kill each other's servers and fail
+    in ways that look like the service's fault. The lock is keyed by the ports, not the
+    checkout, and the kernel drops it when the holder dies."""
+    ports = f"{os.environ.get('KAFKA_PORT', '9092')}-{os.environ.get('PG_PORT', '5432')}"
+    path = Path(tempfile.gettempdir()) / f"fulfillment-tests-{ports}.lock"
+    handle = path.open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise RuntimeError(
+            f"another test run (pid {holder}) is using the Kafka and PostgreSQL servers on "
+            f"ports {ports}; its fault scenarios restart them, so the two runs would break each "
+            f"other. Wait for it to finish, or stop it (kill {holder}), then run again."
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
 
 
 def kafka_bootstrap_servers() -> tuple[str, object | None]:
