@@ -432,12 +432,20 @@ def dlq_redrive(
         )
 
     settings = _settings()
-    sent = asyncio.run(redrive(settings, select=select, dry_run=dry_run))
+    done = asyncio.run(redrive(settings, select=select, dry_run=dry_run))
     verb = "would re-drive" if dry_run else "re-drove"
-    console.print(f"{verb} {len(sent)} dead letter(s)")
-    for letter in sent:
+    console.print(f"{verb} {len(done.sent)} dead letter(s)")
+    for letter in done.sent:
         where = f"{letter.partition}:{letter.offset} → {letter.letter.source_topic}"
         console.print(f"  {where}: {letter.letter.error}")
+    if done.kept:
+        console.print(
+            f"kept {len(done.kept)} letter(s) from internal topics: they were not inputs, "
+            "so re-driving would only refuse them again; publish the input they stood for to "
+            "its input topic instead"
+        )
+        for letter in done.kept:
+            console.print(f"  {letter.partition}:{letter.offset} ({letter.letter.source_topic})")
 
 
 def main() -> None:

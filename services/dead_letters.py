@@ -64,19 +64,30 @@ async def list_letters(settings: Settings) -> list[Letter]:
         await consumer.stop()
 
 
+@dataclass(frozen=True)
+class Redrive:
+    sent: list[Letter]
+    kept: list[Letter]  # selected, but not re-drivable (from our internal topic)
+
+
 async def redrive(
     settings: Settings,
     *,
     select: Callable[[Letter], bool],
     dry_run: bool = False,
-) -> list[Letter]:
-    """Re-publishes the selected letters to their source topics; returns them.
+) -> Redrive:
+    """Re-publishes the selected letters to their source topics.
 
     Safe to repeat: intake deduplicates what it already applied, and a message that is
-    still bad is dead-lettered again, with its new reason."""
-    letters = [letter for letter in await list_letters(settings) if select(letter)]
+    still bad is dead-lettered again, with its new reason. Letters from our internal
+    sku-commands topic are kept: they were not intake's, so they would only be refused
+    again; the input they stood for belongs on an input topic."""
+    inputs = settings.topics.inputs()
+    selected = [letter for letter in await list_letters(settings) if select(letter)]
+    letters = [letter for letter in selected if letter.letter.source_topic in inputs]
+    kept = [letter for letter in selected if letter.letter.source_topic not in inputs]
     if dry_run or not letters:
-        return letters
+        return Redrive(letters, kept)
     producer = make_producer(settings)
     await producer.start()
     try:
@@ -98,4 +109,4 @@ async def redrive(
             await future
     finally:
         await producer.stop()
-    return letters
+    return Redrive(letters, kept)

@@ -65,15 +65,18 @@ def intake_outgoing(settings: Settings) -> Translate:
 
 
 def allocation_outgoing(settings: Settings) -> Translate:
-    topic = settings.topics.decisions
+    topics = settings.topics
 
     def translate(event: Any, notification_id: int) -> list[Outgoing]:
         decision = decision_message(event)
-        if decision is None:
-            return []
-        return [
-            Outgoing(topic, decision.order_id, decision.model_dump_json().encode(), notification_id)
-        ]
+        if decision is not None:
+            value = decision.model_dump_json().encode()
+            return [Outgoing(topics.decisions, decision.order_id, value, notification_id)]
+        dead = dead_letter_message(event)
+        if dead is not None:
+            value = dead.model_dump_json().encode()
+            return [Outgoing(topics.dead_letters, dead.key, value, notification_id)]
+        return []
 
     return translate
 

@@ -225,6 +225,31 @@ async def read_topic(
         await consumer.stop()
 
 
+def consumer_record(
+    value: bytes | None,
+    *,
+    topic: str,
+    key: bytes | None = b"k",
+    partition: int = 0,
+    offset: int = 0,
+    headers: Sequence[tuple[str, bytes]] = (),
+) -> ConsumerRecord:
+    """A record as the consumer hands it to a stage's handler (for the edges' unit tests)."""
+    return ConsumerRecord(
+        topic=topic,
+        partition=partition,
+        offset=offset,
+        timestamp=0,
+        timestamp_type=0,
+        key=key,
+        value=value,
+        checksum=None,
+        serialized_key_size=len(key or b""),
+        serialized_value_size=len(value or b""),
+        headers=tuple(headers),
+    )
+
+
 def bodies(records: Sequence[ConsumerRecord]) -> list[dict[str, Any]]:
     return [json.loads(record.value) for record in records]
 

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from uuid import NAMESPACE_URL, uuid5
 
 from events.commands import CancelLine, PlaceLine, ReceiveStock, SkuCommand, SkuCommands
+from services.allocation.application import Allocation
 
 START = datetime(2026, 11, 2, 8, 0, tzinfo=UTC)
 
@@ -69,3 +70,13 @@ def random_history(
         for index, (sku, commands) in enumerate(per_sku.items()):
             messages.append(SkuCommands(sku=sku, position=n * 1000 + index, commands=commands))
     return messages
+
+
+def sku_states(allocation: Allocation, skus: list[str]) -> dict[str, tuple[object, ...]]:
+    """What decides the next decision of each SKU: stock, lines and queue."""
+    states: dict[str, tuple[object, ...]] = {}
+    for name in skus:
+        sku = allocation.find_sku(name)
+        assert sku is not None, f"{name} was never recorded"
+        states[name] = (sku.available, sku.lines, sku.queue)
+    return states

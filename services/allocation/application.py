@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
@@ -12,6 +13,7 @@ from eventsourcing.persistence import ProcessRecorder, Tracking
 from events.commands import CancelLine, PlaceLine, ReceiveStock, SkuCommands
 from services.allocation.domain import Cause, Sku, sku_aggregate_id
 from services.cache import forget_cached
+from services.intake.domain import DeadLetter, Source, dead_letter_aggregate_id
 
 # Commands inside one sku-commands message get sub-positions, so that each is idempotent.
 COMMANDS_PER_MESSAGE = 1000
@@ -22,6 +24,15 @@ class AllocationOutcome:
     applied: int = 0
     skipped: int = 0
     events: int = 0
+    dead_lettered: int = 0
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A sku-commands message that is not intake's: dead-lettered, never applied."""
+
+    source: Source
+    error: str
 
 
 class Allocation(Application[UUID]):
@@ -39,18 +50,28 @@ class Allocation(Application[UUID]):
         return self.recorder
 
     def apply_commands(
-        self, messages: Sequence[SkuCommands], tracking: Tracking | None
+        self,
+        messages: Sequence[SkuCommands],
+        tracking: Tracking | None,
+        *,
+        refused: Sequence[Refusal] = (),
+        failed_at: datetime | None = None,
     ) -> AllocationOutcome:
-        """Applies a batch from one partition and records it with its position: one commit."""
+        """Applies a batch from one partition and records it with its position, and the
+        batch's refused messages as dead letters (once each): one commit."""
         try:
-            return self._apply_commands(messages, tracking)
+            return self._apply_commands(messages, tracking, refused, failed_at)
         except Exception:
             # Cached aggregates were mutated in place: forget them, the retry reads the store.
             self.forget_cached()
             raise
 
     def _apply_commands(
-        self, messages: Sequence[SkuCommands], tracking: Tracking | None
+        self,
+        messages: Sequence[SkuCommands],
+        tracking: Tracking | None,
+        refused: Sequence[Refusal],
+        failed_at: datetime | None,
     ) -> AllocationOutcome:
         skus: dict[str, Sku] = {}
         outcome = AllocationOutcome()
@@ -68,6 +89,16 @@ class Allocation(Application[UUID]):
         processing = ProcessingEvent[UUID](tracking=tracking)
         processing.collect_events(*skus.values())
         outcome.events = len(processing.events)
+        for refusal in refused:
+            source = refusal.source
+            letter_id = dead_letter_aggregate_id(
+                source["topic"], source["partition"], source["offset"]
+            )
+            if letter_id in self.repository:
+                continue  # delivered again: its dead letter is already recorded
+            assert failed_at is not None, "refusals need the time they were refused"
+            processing.collect_events(DeadLetter.record(source, refusal.error, failed_at))
+            outcome.dead_lettered += 1
         self._record(processing)
         self._take_snapshots(processing)
         return outcome

@@ -3,17 +3,36 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 from eventsourcing.persistence import Tracking
 
 from events.commands import SkuCommands
-from services.allocation.application import Allocation
+from services.allocation.application import Allocation, Refusal
 from services.faults import crash_point
+from services.intake.worker import source_of
+from services.kafka import SOURCE_POSITION_HEADER
 from services.logs import get_logger
+from services.metrics import DEAD_LETTERED
 
 log = get_logger(__name__)
+
+
+class UnreadableCommandError(Exception):
+    """A message that intake's relay wrote and this version cannot read.
+
+    It is never skipped: its commands are owed to the SKUs, and the positions after it would
+    make it unreachable. The partition waits (retrying, logging this) until a version that
+    reads it is deployed."""
+
+
+@dataclass(frozen=True)
+class Decoded:
+    commands: SkuCommands | None = None
+    refusal: Refusal | None = None
 
 
 def tracking_name(topic: str, partition: int) -> str:
@@ -47,17 +66,73 @@ class AllocationHandler:
         if known is None:
             self.assigned(partition)
             known = self.positions[partition]
-        messages = [SkuCommands.model_validate_json(record.value) for record in records]
-        fresh = [message for message in messages if message.position > known]
-        if not fresh:
+        decoded = [decode(record) for record in records]
+        fresh = [d.commands for d in decoded if d.commands and d.commands.position > known]
+        refused = [d.refusal for d in decoded if d.refusal is not None]
+        if not fresh and not refused:
             return
-        last = max(message.position for message in fresh)
+        last = max((message.position for message in fresh), default=known)
         try:
-            self.allocation.apply_commands(
-                fresh, Tracking(tracking_name(partition.topic, partition.partition), last)
+            outcome = self.allocation.apply_commands(
+                fresh,
+                Tracking(tracking_name(partition.topic, partition.partition), last)
+                if fresh
+                else None,
+                refused=refused,
+                failed_at=datetime.now(UTC),
             )
         except Exception:
             self.positions.pop(partition, None)
             raise
         self.positions[partition] = last
         crash_point("allocation.after_commit")
+        DEAD_LETTERED.labels(self.stage).inc(outcome.dead_lettered)
+        for refusal in refused:
+            log.warning(
+                "sku-commands message dead-lettered",
+                partition=f"{partition.topic}-{partition.partition}",
+                offset=refusal.source["offset"],
+                error=refusal.error,
+            )
+
+
+def decode(record: ConsumerRecord) -> Decoded:
+    """Only intake's relay writes sku-commands, and it marks every message with its position.
+
+    A message without that mark came from somewhere else: it is dead-lettered, never applied.
+    One with the mark that cannot be read is ours and must not be lost: see
+    UnreadableCommandError. Raises nothing else."""
+    headers = dict(record.headers or ())
+    mark = headers.get(SOURCE_POSITION_HEADER)
+    try:
+        position = int(mark) if mark is not None else None
+    except (TypeError, ValueError):
+        position = None
+    if position is None:
+        return Decoded(
+            refusal=Refusal(
+                source_of(record),
+                f"not written by intake's relay (no integer {SOURCE_POSITION_HEADER!r} header): "
+                f"{record.topic} is internal; publish inputs to the orders, receipts or "
+                "cancellations topics",
+            )
+        )
+    try:
+        commands = SkuCommands.model_validate_json(record.value or b"")
+    except Exception as error:
+        reason = " ".join(f"{type(error).__name__}: {error}".split())  # one line, for the logs
+        raise UnreadableCommandError(
+            f"{record.topic}-{record.partition} offset {record.offset} (intake position "
+            f"{position}) cannot be read by this version ({reason}); "
+            "the partition waits for a version that reads it"
+        ) from error
+    if commands.position != position:
+        return Decoded(
+            refusal=Refusal(
+                source_of(record),
+                f"its body says position {commands.position} but its {SOURCE_POSITION_HEADER!r} "
+                f"header says {position}: not as intake's relay writes; {record.topic} is "
+                "internal",
+            )
+        )
+    return Decoded(commands=commands)

@@ -88,12 +88,12 @@ class IntakeHandler:
         except Exception as error:  # the last line of defence; every known case is above
             log.error("decoder failed; dead-lettering", error=repr(error))
             return Input(
-                _source(record),
+                source_of(record),
                 error=f"value could not be decoded ({type(error).__name__}: {error})",
             )
 
     def _decode(self, record: ConsumerRecord) -> Input:
-        source = _source(record)
+        source = source_of(record)
         value: bytes | None = record.value
         if value is None:
             return Input(source, error="message has no value (a tombstone?); expected a JSON event")
@@ -132,7 +132,8 @@ class IntakeHandler:
             return Input(source, error=f"invalid {event_type}: {type(error).__name__}: {error}")
 
 
-def _source(record: ConsumerRecord) -> Source:
+def source_of(record: ConsumerRecord) -> Source:
+    """The coordinates and original bytes of a message, for its dead letter."""
     value: bytes = record.value or b""
     try:
         payload, encoding = value.decode("utf-8"), "utf-8"

@@ -20,6 +20,7 @@ from events.inputs import OrderCancelled, OrderPlaced, StockReceived
 from services.intake.application import Input, Intake
 from services.intake.worker import IntakeHandler
 from services.settings import Settings
+from tests.harness import consumer_record
 
 EVENT_ID = "0b5e1d8e-4f7a-4a43-9d5c-1f2e3a4b5c6d"
 
@@ -34,19 +35,7 @@ def handler() -> Iterator[IntakeHandler]:
 def record(
     value: bytes | None, *, topic: str = "orders", key: bytes | None = b"O-1", offset: int = 5
 ) -> ConsumerRecord:
-    return ConsumerRecord(
-        topic=topic,
-        partition=1,
-        offset=offset,
-        timestamp=0,
-        timestamp_type=0,
-        key=key,
-        value=value,
-        checksum=None,
-        serialized_key_size=len(key or b""),
-        serialized_value_size=len(value or b""),
-        headers=(),
-    )
+    return consumer_record(value, topic=topic, key=key, partition=1, offset=offset)
 
 
 def order(**changes: Any) -> dict[str, Any]:
