@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import CommitFailedError, KafkaError, TopicAlreadyExistsError
+from aiokafka.partitioner import murmur2
 from aiokafka.structs import ConsumerRecord
 
 from events.common import MAX_MESSAGE_BYTES
@@ -98,9 +100,12 @@ def _topic_configs(settings: Settings, name: str) -> dict[str, str]:
     return {}
 
 
-def check_partition_count(recorder: Any, topic: str, actual: int) -> None:
-    """SKUs are pinned to sku-commands partitions by key: refuse to run if the count moved.
+def check_partition_count(recorder: Any, topic: str, actual: int) -> int:
+    """Pins the sku-commands partition count at its first value and returns it.
 
+    SKUs are pinned to partitions by key, and the relay routes with the pinned count (see
+    sku_partition), so partitions added later stay unused instead of moving SKUs away from
+    their single writer. Fewer partitions than pinned means the topic was recreated: refused.
     The count is kept as a tracking row (forward-only by design, so it is written once).
     """
     name = f"partition-count:{topic}"
@@ -109,13 +114,31 @@ def check_partition_count(recorder: Any, topic: str, actual: int) -> None:
     stored = recorder.max_tracking_id(name)
     if stored is None:
         recorder.insert_tracking(Tracking(name, actual))
-    elif stored != actual:
+        return actual
+    if actual < stored:
         raise ConfigurationError(
             f"topic {topic!r} has {actual} partitions but this store's positions were "
-            f"recorded with {stored}: SKUs would move between partitions and lose their "
-            f"single writer. Restore {stored} partitions (set SKU_COMMANDS_PARTITIONS={stored} "
-            "and recreate the topic), or rebuild the allocation store from intake's log."
+            f"recorded with {stored}: was it recreated? SKUs would move between partitions and "
+            f"lose their single writer. Restore {stored} partitions (set "
+            f"SKU_COMMANDS_PARTITIONS={stored} and recreate the topic), or rebuild the "
+            "allocation store from intake's log."
         )
+    if actual > stored:
+        log.warning(
+            "sku-commands has more partitions than pinned; the extra ones stay unused",
+            topic=topic,
+            partitions=actual,
+            pinned=stored,
+        )
+    return int(stored)
+
+
+@functools.lru_cache(maxsize=65536)
+def sku_partition(sku: str, partitions: int) -> int:
+    """The SKU's home partition: Kafka's default partitioner (murmur2 of the key) over the
+    pinned count, never over the broker's current count, which an operator may raise."""
+    index: int = (murmur2(sku.encode()) & 0x7FFFFFFF) % partitions
+    return index
 
 
 def make_producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:

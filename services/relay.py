@@ -20,7 +20,7 @@ from eventsourcing.persistence import Notification, ProcessRecorder, Tracking
 from services.allocation.translate import decision_message
 from services.faults import crash_point
 from services.intake.translate import dead_letter_message, sku_command_messages
-from services.kafka import SOURCE_POSITION_HEADER
+from services.kafka import SOURCE_POSITION_HEADER, sku_partition
 from services.logs import get_logger
 from services.metrics import PUBLISHED, RELAY_POSITION
 from services.settings import Settings
@@ -34,12 +34,14 @@ class Outgoing:
     key: str | None
     value: bytes
     position: int
+    partition: int | None = None  # None: the producer's partitioner picks it by key
 
 
 Translate = Callable[[Any, int], list[Outgoing]]
 
 
-def intake_outgoing(settings: Settings) -> Translate:
+def intake_outgoing(settings: Settings, sku_partitions: int) -> Translate:
+    """`sku_partitions` is the pinned sku-commands partition count (check_partition_count)."""
     topics = settings.topics
 
     def translate(event: Any, notification_id: int) -> list[Outgoing]:
@@ -49,6 +51,7 @@ def intake_outgoing(settings: Settings) -> Translate:
                 message.sku,
                 message.model_dump_json().encode(),
                 message.position,
+                sku_partition(message.sku, sku_partitions),
             )
             for message in sku_command_messages(event, notification_id)
         ]
@@ -149,6 +152,7 @@ class Relay:
                 item.topic,
                 value=item.value,
                 key=None if item.key is None else item.key.encode(),
+                partition=item.partition,
                 headers=[(SOURCE_POSITION_HEADER, str(item.position).encode())],
             )
             for item in out

@@ -55,6 +55,7 @@ class Service:
         self._cleanups: list[Callable[[], Awaitable[Any]]] = []
         self._stopping = asyncio.Event()
         self.started = asyncio.Event()
+        self.sku_partitions = 0  # pinned at start: see check_partition_count
 
     async def _build(self) -> None:
         settings, topics, stages = self.settings, self.settings.topics, self.stages
@@ -68,11 +69,20 @@ class Service:
             database=redact(settings.database_url),
         )
         await self._open_stores()
-        for app in (self.intake, self.allocation):
-            if app is not None:
-                check_partition_count(
-                    app.process_recorder, topics.sku_commands, counts[topics.sku_commands]
-                )
+        pinned = {
+            check_partition_count(
+                app.process_recorder, topics.sku_commands, counts[topics.sku_commands]
+            )
+            for app in (self.intake, self.allocation)
+            if app is not None
+        }
+        if len(pinned) > 1:
+            raise ConfigurationError(
+                f"intake's and allocation's stores pin {topics.sku_commands!r} to different "
+                f"partition counts ({sorted(pinned)}): they are not one deployment's stores; "
+                "check DATABASE_URL"
+            )
+        self.sku_partitions = pinned.pop() if pinned else counts[topics.sku_commands]
         if "intake" in stages and self.intake is not None:
             self._consume("intake", topics.inputs(), IntakeHandler(self.intake, settings))
         if "allocation" in stages and self.allocation is not None:
@@ -108,7 +118,13 @@ class Service:
         await producer.start()
         self._cleanups.append(producer.stop)
         for relay in (
-            Relay(topics.sku_commands, intake, intake_outgoing(settings), producer, settings),
+            Relay(
+                topics.sku_commands,
+                intake,
+                intake_outgoing(settings, self.sku_partitions),
+                producer,
+                settings,
+            ),
             Relay(topics.decisions, allocation, allocation_outgoing(settings), producer, settings),
         ):
             self._tasks.append((f"relay:{relay.name}", relay.run, relay.stop))

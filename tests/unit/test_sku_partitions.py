@@ -1,0 +1,44 @@
+"""Each SKU lives in one sku-commands partition for good: its allocation instance is its only
+writer. The partition count is pinned the first time the service starts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from aiokafka.partitioner import DefaultPartitioner
+from hypothesis import given
+from hypothesis import strategies as st
+
+from services.bootstrap import build_intake
+from services.kafka import ConfigurationError, check_partition_count, sku_partition
+from services.settings import Settings
+
+TOPIC = "sku-commands"
+
+
+@given(sku=st.text(min_size=1, max_size=64), partitions=st.integers(1, 64))
+def test_the_home_partition_is_where_kafka_default_partitioner_puts_the_key(
+    sku: str, partitions: int
+) -> None:
+    """So SKUs stay where they were before the relay chose partitions itself."""
+    every = list(range(partitions))
+    assert sku_partition(sku, partitions) == DefaultPartitioner()(sku.encode(), every, every)
+
+
+def test_the_first_count_is_pinned_and_more_partitions_later_change_nothing(
+    tmp_path: Path,
+) -> None:
+    recorder = build_intake(Settings(database_url=f"sqlite:///{tmp_path}/s")).process_recorder
+    assert check_partition_count(recorder, TOPIC, 6) == 6
+    assert check_partition_count(recorder, TOPIC, 6) == 6
+    assert check_partition_count(recorder, TOPIC, 9) == 6
+
+
+def test_fewer_partitions_than_pinned_means_a_recreated_topic_and_is_refused(
+    tmp_path: Path,
+) -> None:
+    recorder = build_intake(Settings(database_url=f"sqlite:///{tmp_path}/s")).process_recorder
+    check_partition_count(recorder, TOPIC, 6)
+    with pytest.raises(ConfigurationError, match=r"has 4 partitions but .* recorded with 6"):
+        check_partition_count(recorder, TOPIC, 4)
