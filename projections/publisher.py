@@ -13,6 +13,7 @@ import contextlib
 from aiokafka import AIOKafkaProducer
 
 from projections.runner import ReadModels
+from services.leadership import Leadership
 from services.logs import get_logger
 from services.metrics import PUBLISHED
 from services.settings import Settings
@@ -23,30 +24,46 @@ log = get_logger(__name__)
 async def publish_changes(
     models: ReadModels, producer: AIOKafkaProducer, settings: Settings, stopping: asyncio.Event
 ) -> None:
+    """Publishes the outbox in order while this process leads (see services.leadership)."""
     topics = {
         "demand-history": settings.topics.demand_history,
         "backorder-queue": settings.topics.backorder_queue,
     }
-    while not stopping.is_set():
-        try:
-            rows = await asyncio.to_thread(models.outbox)
-            if rows:
-                futures = [
-                    await producer.send(
-                        topics[row["topic"]],
-                        value=None if row["value"] is None else str(row["value"]).encode(),
-                        key=str(row["key"]).encode(),
-                    )
-                    for row in rows
-                ]
-                await asyncio.gather(*futures)
-                await asyncio.to_thread(models.forget_outbox, max(int(r["id"]) for r in rows))
-                for row in rows:
-                    PUBLISHED.labels(topics[row["topic"]]).inc()
+    leadership = Leadership(settings.database_url, "projections:publish")
+    try:
+        while not stopping.is_set():
+            try:
+                if await asyncio.to_thread(leadership.lead) and await _publish_page(
+                    models, producer, topics
+                ):
+                    continue
+            except Exception as error:
+                log.warning("read-model publisher retrying after error", error=repr(error))
+                await asyncio.sleep(1.0)
                 continue
-        except Exception as error:
-            log.warning("read-model publisher retrying after error", error=repr(error))
-            await asyncio.sleep(1.0)
-            continue
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stopping.wait(), timeout=settings.relay_idle_interval * 4)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), timeout=settings.relay_idle_interval * 4)
+    finally:
+        await asyncio.to_thread(leadership.step_down)
+
+
+async def _publish_page(
+    models: ReadModels, producer: AIOKafkaProducer, topics: dict[str, str]
+) -> bool:
+    """Publishes the oldest page of the outbox, then forgets it; False if it was empty."""
+    rows = await asyncio.to_thread(models.outbox)
+    if not rows:
+        return False
+    futures = [
+        await producer.send(
+            topics[row["topic"]],
+            value=None if row["value"] is None else str(row["value"]).encode(),
+            key=str(row["key"]).encode(),
+        )
+        for row in rows
+    ]
+    await asyncio.gather(*futures)
+    await asyncio.to_thread(models.forget_outbox, max(int(r["id"]) for r in rows))
+    for row in rows:
+        PUBLISHED.labels(topics[row["topic"]]).inc()
+    return True

@@ -21,6 +21,7 @@ from services.allocation.translate import decision_message
 from services.faults import crash_point
 from services.intake.translate import dead_letter_message, sku_command_messages
 from services.kafka import SOURCE_POSITION_HEADER, sku_partition
+from services.leadership import Leadership
 from services.logs import get_logger
 from services.metrics import PUBLISHED, RELAY_POSITION
 from services.settings import Settings
@@ -124,10 +125,23 @@ class Relay:
         return out, last
 
     async def run(self) -> None:
+        leadership = Leadership(self.settings.database_url, f"relay:{self.name}")
         position = await asyncio.to_thread(self.position)
         log.info("relay started", relay=self.name, position=position)
+        try:
+            await self._run(leadership, position)
+        finally:
+            await asyncio.to_thread(leadership.step_down)
+
+    async def _run(self, leadership: Leadership, position: int) -> None:
         while not self.stopping.is_set():
             try:
+                was_leading = leadership.leading
+                if not await asyncio.to_thread(leadership.lead):
+                    await self._idle()  # another process publishes this log
+                    continue
+                if not was_leading:  # another leader may have moved the position on
+                    position = await asyncio.to_thread(self.position)
                 out, last = await asyncio.to_thread(self._read, position)
                 if last == position:
                     await self._idle()

@@ -1,0 +1,138 @@
+"""One active publisher per log: the other processes that could publish it stand by.
+
+Relays and the read-model publisher may run in several processes for availability, but two
+publishing one log at once would interleave one's resends with the other's new messages: on
+the compacted change topics an older row state could land after a newer one and stay there.
+A lock held for as long as a process publishes makes it the leader: on PostgreSQL a
+session-level advisory lock on a connection of its own (the server frees it when the session
+ends, so a killed leader frees it too); on SQLite an exclusive flock on a file beside the
+store (the kernel frees it when the process dies).
+
+Hand-written: none of our libraries elects a leader, and this needs nothing but the store.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import re
+from typing import IO, Any, Protocol
+from urllib.parse import parse_qs, urlsplit
+
+from services.logs import get_logger
+from services.store import is_postgres, sqlite_path
+
+log = get_logger(__name__)
+
+
+class Lock(Protocol):
+    def try_acquire(self) -> bool: ...
+    def still_held(self) -> bool: ...
+    def release(self) -> None: ...
+
+
+class AdvisoryLock:
+    """A PostgreSQL advisory lock, named per schema (locks are database-wide)."""
+
+    def __init__(self, database_url: str, name: str) -> None:
+        parts = urlsplit(database_url)
+        self.dsn = parts._replace(query="").geturl()
+        schema = parse_qs(parts.query).get("schema", ["public"])[0]
+        self.key = f"fulfillment:{schema}:{name}"
+        self.connection: Any = None
+
+    def try_acquire(self) -> bool:
+        import psycopg
+
+        try:
+            if self.connection is None:
+                self.connection = psycopg.connect(self.dsn, autocommit=True, connect_timeout=10)
+            row = self.connection.execute(
+                "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", [self.key]
+            ).fetchone()
+        except psycopg.Error:
+            self.release()
+            return False
+        return bool(row and row[0])
+
+    def still_held(self) -> bool:
+        """The lock lives as long as its session: a session that answers still holds it."""
+        import psycopg
+
+        if self.connection is None:
+            return False
+        try:
+            self.connection.execute("SELECT 1")
+        except psycopg.Error:
+            self.release()
+            return False
+        return True
+
+    def release(self) -> None:
+        connection, self.connection = self.connection, None
+        if connection is not None:
+            try:
+                connection.close()  # ends the session, which frees the lock
+            except Exception as error:  # a broken session is closed anyway
+                log.debug("closing the leader session failed", error=repr(error))
+
+
+class FileLock:
+    """An exclusive flock beside a SQLite store: every process that shares it is local."""
+
+    def __init__(self, database_url: str, name: str) -> None:
+        safe = re.sub(r"[^A-Za-z0-9._-]", "_", name)
+        self.path = sqlite_path(database_url, f"leader-{safe}").with_suffix(".lock")
+        self.handle: IO[str] | None = None
+
+    def try_acquire(self) -> bool:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = self.path.open("a")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            return False
+        self.handle = handle
+        return True
+
+    def still_held(self) -> bool:
+        return self.handle is not None
+
+    def release(self) -> None:
+        handle, self.handle = self.handle, None
+        if handle is not None:
+            handle.close()  # closing the file drops the flock
+
+
+class Leadership:
+    """Whether this process may publish `name` now; call `lead()` before every batch."""
+
+    def __init__(self, database_url: str, name: str) -> None:
+        self.name = name
+        self.lock: Lock = (
+            AdvisoryLock(database_url, name)
+            if is_postgres(database_url)
+            else FileLock(database_url, name)
+        )
+        self.leading = False
+        self.standing_by = False
+
+    def lead(self) -> bool:
+        """True while this process is the leader; tries to become it when it is not."""
+        if self.leading:
+            if self.lock.still_held():
+                return True
+            self.leading = False
+            log.warning("lost the lead (store session gone); trying again", role=self.name)
+        if self.lock.try_acquire():
+            self.leading, self.standing_by = True, False
+            log.info("leading: this process publishes", role=self.name)
+            return True
+        if not self.standing_by:
+            self.standing_by = True
+            log.info("standing by: another process publishes", role=self.name)
+        return False
+
+    def step_down(self) -> None:
+        self.lock.release()
+        self.leading = False
