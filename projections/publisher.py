@@ -13,7 +13,7 @@ import contextlib
 from aiokafka import AIOKafkaProducer
 
 from projections.runner import ReadModels
-from services.leadership import Leadership
+from services.leadership import STANDBY_RETRY, Leadership
 from services.logs import get_logger
 from services.metrics import PUBLISHED
 from services.settings import Settings
@@ -32,17 +32,18 @@ async def publish_changes(
     leadership = Leadership(settings.database_url, "projections:publish")
     try:
         while not stopping.is_set():
+            idle = settings.relay_idle_interval * 4
             try:
-                if await asyncio.to_thread(leadership.lead) and await _publish_page(
-                    models, producer, topics
-                ):
+                if not await asyncio.to_thread(leadership.lead):
+                    idle = STANDBY_RETRY  # another process publishes the changes
+                elif await _publish_page(models, producer, topics):
                     continue
             except Exception as error:
                 log.warning("read-model publisher retrying after error", error=repr(error))
                 await asyncio.sleep(1.0)
                 continue
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), timeout=settings.relay_idle_interval * 4)
+                await asyncio.wait_for(stopping.wait(), timeout=idle)
     finally:
         await asyncio.to_thread(leadership.step_down)
 

@@ -19,9 +19,14 @@ from typing import IO, Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
 from services.logs import get_logger
+from services.metrics import LEADING
 from services.store import is_postgres, sqlite_path
 
 log = get_logger(__name__)
+
+# How often a process standing by asks for the lead: the longest a log waits for a new
+# leader after the old one stopped (a killed one frees its lock at once).
+STANDBY_RETRY = 1.0
 
 
 class Lock(Protocol):
@@ -123,16 +128,20 @@ class Leadership:
             if self.lock.still_held():
                 return True
             self.leading = False
+            LEADING.labels(self.name).set(0)
             log.warning("lost the lead (store session gone); trying again", role=self.name)
         if self.lock.try_acquire():
             self.leading, self.standing_by = True, False
+            LEADING.labels(self.name).set(1)
             log.info("leading: this process publishes", role=self.name)
             return True
         if not self.standing_by:
             self.standing_by = True
+            LEADING.labels(self.name).set(0)
             log.info("standing by: another process publishes", role=self.name)
         return False
 
     def step_down(self) -> None:
         self.lock.release()
         self.leading = False
+        LEADING.labels(self.name).set(0)

@@ -21,3 +21,8 @@ BATCH_FAILURES = Counter(
 RELAY_POSITION = Gauge(
     "fulfillment_relay_position", "Last notification id the relay published.", ["topic"]
 )
+LEADING = Gauge(
+    "fulfillment_leading",
+    "1 while this process publishes the log (relay or read-model changes), 0 standing by.",
+    ["role"],
+)

@@ -21,7 +21,7 @@ from services.allocation.translate import decision_message
 from services.faults import crash_point
 from services.intake.translate import dead_letter_message, sku_command_messages
 from services.kafka import SOURCE_POSITION_HEADER, sku_partition
-from services.leadership import Leadership
+from services.leadership import STANDBY_RETRY, Leadership
 from services.logs import get_logger
 from services.metrics import PUBLISHED, RELAY_POSITION
 from services.settings import Settings
@@ -138,7 +138,7 @@ class Relay:
             try:
                 was_leading = leadership.leading
                 if not await asyncio.to_thread(leadership.lead):
-                    await self._idle()  # another process publishes this log
+                    await self._idle(STANDBY_RETRY)  # another process publishes this log
                     continue
                 if not was_leading:  # another leader may have moved the position on
                     position = await asyncio.to_thread(self.position)
@@ -176,9 +176,11 @@ class Relay:
         for item in out:
             PUBLISHED.labels(item.topic).inc()
 
-    async def _idle(self) -> None:
+    async def _idle(self, seconds: float | None = None) -> None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.stopping.wait(), timeout=self.settings.relay_idle_interval)
+            await asyncio.wait_for(
+                self.stopping.wait(), timeout=seconds or self.settings.relay_idle_interval
+            )
 
     def stop(self) -> None:
         self.stopping.set()

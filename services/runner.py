@@ -9,6 +9,7 @@ import socket
 from collections.abc import Awaitable, Callable, Collection, Coroutine
 from typing import Any
 
+import prometheus_client
 import psycopg
 import uvicorn
 from aiokafka.admin import AIOKafkaAdminClient
@@ -61,6 +62,8 @@ class Service:
         settings, topics, stages = self.settings, self.settings.topics, self.stages
         if "api" in stages:
             _check_port_free(settings.http_host, settings.http_port)
+        elif settings.metrics_port is not None:
+            self._serve_metrics(settings.http_host, settings.metrics_port)
         counts = await ensure_topics(settings)
         log.info(
             "starting",
@@ -94,6 +97,18 @@ class Service:
             self._follow(self.read_models)
         if "api" in stages and self.read_models is not None:
             await self._serve_api(self.read_models)
+
+    def _serve_metrics(self, host: str, port: int) -> None:
+        """Stages without the HTTP API still show their metrics (a relay's lead, a lag)."""
+        _check_port_free(host, port, "METRICS_PORT")
+        server, _ = prometheus_client.start_http_server(port, addr=host)
+
+        async def stop() -> None:
+            await asyncio.to_thread(server.shutdown)
+            server.server_close()
+
+        self._cleanups.append(stop)
+        log.info("serving metrics", port=port)
 
     async def _open_stores(self) -> None:
         settings, stages = self.settings, self.stages
@@ -209,7 +224,7 @@ class Service:
             log.info("stopped")
 
 
-def _check_port_free(host: str, port: int) -> None:
+def _check_port_free(host: str, port: int, variable: str = "HTTP_PORT") -> None:
     """uvicorn exits the whole process when it cannot bind; say why before that happens."""
     with socket.socket() as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -218,7 +233,7 @@ def _check_port_free(host: str, port: int) -> None:
         except OSError as error:
             raise ConfigurationError(
                 f"cannot serve HTTP on {host}:{port} ({error.strerror}); "
-                "stop what uses it or set HTTP_PORT"
+                f"stop what uses it or set {variable}"
             ) from error
 
 

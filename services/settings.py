@@ -39,6 +39,12 @@ class Settings(BaseSettings):
     )
     http_host: str = "0.0.0.0"  # noqa: S104 - a service listens on all interfaces by default
     http_port: int = Field(default=8080, ge=1, le=65535)
+    metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="Serve /metrics on this port in processes that run no `api` stage.",
+    )
     publish_read_models: bool = Field(
         default=True,
         description="Publish changes of the demand history and the backorder queue to Kafka.",
