@@ -10,6 +10,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from events.commands import SkuCommands
@@ -81,6 +82,18 @@ class Process:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def leads(self, role: str) -> bool:
+        """Whether this process publishes `role` now, as its /metrics says (METRICS_PORT)."""
+        port = self.env.get("METRICS_PORT")
+        assert port, f"{self.name} has no METRICS_PORT"
+        if not self.alive:
+            return False
+        try:
+            text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+        except httpx.HTTPError:
+            return False
+        return f'fulfillment_leading{{role="{role}"}} 1.0' in text
 
 
 async def _last_positions(settings: Settings) -> tuple[dict[TopicPartition, int], dict[int, int]]:

@@ -18,6 +18,7 @@ from services.bootstrap import build_allocation, build_intake
 from services.intake.domain import DeadLetter
 from services.replay import events_of
 from services.settings import Settings
+from tests.harness import free_port
 from tests.infrastructure import REPO
 from tests.reliability.checker import read_all
 from tests.reliability.cluster import Process, drained
@@ -100,6 +101,70 @@ async def test_kill_9_of_each_stage_alone(
         await _stop_all(stages)
     assert report.faults == 8
     assert report.ok, "\n".join(report.details)
+
+
+async def test_kill_9_of_the_leading_publisher_with_a_standby_ready(
+    kafka_bootstrap: str, postgres_url: str, tmp_path: Path
+) -> None:
+    """Two relay and two projections processes: each time, the one that publishes dies."""
+    settings = scenario_settings(kafka_bootstrap, postgres_url)
+    roles = {"relay": f"relay:{settings.topics.sku_commands}", "projections": "projections:publish"}
+    pairs = {
+        stage: [
+            Process(f"{stage}-{n}", settings, [stage], tmp_path, METRICS_PORT=str(free_port()))
+            for n in (1, 2)
+        ]
+        for stage in roles
+    }
+    processes = {
+        "intake": Process("intake", settings, ["intake"], tmp_path),
+        "allocation": Process("allocation", settings, ["allocation"], tmp_path),
+        **{process.name: process for pair in pairs.values() for process in pair},
+    }
+
+    async def leader(stage: str) -> Process:
+        for _ in range(100):
+            leading = [p for p in pairs[stage] if await asyncio.to_thread(p.leads, roles[stage])]
+            if leading:
+                assert len(leading) == 1, f"two {stage} leaders: {[p.name for p in leading]}"
+                return leading[0]
+            await asyncio.sleep(0.2)
+        raise AssertionError(f"no {stage} process took the lead within 20 s")
+
+    async def inject(publishing: asyncio.Task[None]) -> int:
+        for process in processes.values():
+            process.start()
+        faults = 0
+        order = ["relay", "projections"] * 3
+        for stage, wait in zip(order, moments(23, len(order), 1.5, 3.5), strict=True):
+            await asyncio.sleep(wait)
+            killed = await leader(stage)
+            killed.kill9()
+            faults += 1
+            await asyncio.sleep(0.5)
+            killed.start()
+        return faults
+
+    async def finish() -> None:
+        return None
+
+    try:
+        report = await run_scenario(
+            "kill -9 of the leading relay or projections process, a standby ready",
+            settings,
+            tmp_path,
+            inject,
+            finish,
+            seed=404,
+        )
+    finally:
+        await _stop_all(processes)
+    assert report.faults == 6
+    assert report.ok, "\n".join(report.details)
+    for pair in pairs.values():  # each of a pair led at some point: the standby took over
+        assert all("leading: this process publishes" in p.log() for p in pair), [
+            p.name for p in pair
+        ]
 
 
 @pytest.mark.broker_restart
