@@ -33,7 +33,7 @@ from urllib.parse import parse_qs, urlsplit
 import structlog
 
 REPO = Path(__file__).resolve().parent.parent
-BENCHMARKS = ("domain", "decode", "allocation_store", "intake_store", "end_to_end")
+BENCHMARKS = ("domain", "decode", "allocation_store", "intake_store", "hot_sku", "end_to_end")
 STORES = ("sqlite", "postgres")
 
 
@@ -59,6 +59,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--single-commands", type=int, default=1_000, help="allocation_store, batch size 1")
     add("--batch", type=int, default=500, help="messages per transaction (default 500)")
     add("--intake-orders", type=int, default=20_000, help="intake_store orders (+10%% cancels)")
+    add("--hot-lines", type=int, default=50_000, help="hot_sku: order lines on one SKU")
     add("--e2e-orders", type=int, default=5_000, help="end_to_end burst of orders")
     add("--paced-orders", type=int, default=1_000, help="end_to_end paced orders (0: none)")
     add("--paced-rate", type=float, default=200.0, help="end_to_end paced orders per second")
@@ -79,6 +80,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.store_commands = 1_000
         args.single_commands = 100
         args.intake_orders = 1_000
+        args.hot_lines = 2_000
         args.e2e_orders = 200
         args.paced_orders = 50
         args.paced_rate = 100.0
@@ -263,6 +265,10 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
                     url, args.intake_orders, args.skus, args.batch
                 ),
             )
+        if "hot_sku" in only:
+            results["hot_sku"] = per_store(
+                "hot_sku", lambda url: micro.bench_hot_sku(url, args.hot_lines, args.batch)
+            )
         if "end_to_end" in only:
             results["end_to_end"] = per_store(
                 "end_to_end",
@@ -314,6 +320,7 @@ def main(argv: list[str] | None = None) -> None:
                 "single_commands",
                 "batch",
                 "intake_orders",
+                "hot_lines",
                 "e2e_orders",
                 "paced_orders",
                 "paced_rate",

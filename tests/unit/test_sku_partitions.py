@@ -29,7 +29,8 @@ def test_the_home_partition_is_where_kafka_default_partitioner_puts_the_key(
 def test_the_first_count_is_pinned_and_more_partitions_later_change_nothing(
     tmp_path: Path,
 ) -> None:
-    recorder = build_intake(Settings(database_url=f"sqlite:///{tmp_path}/s")).process_recorder
+    intake = build_intake(Settings(database_url=f"sqlite:///{tmp_path}/s"))
+    recorder = intake.process_recorder  # (keep `intake`: collecting it closes the store)
     assert check_partition_count(recorder, TOPIC, 6) == 6
     assert check_partition_count(recorder, TOPIC, 6) == 6
     assert check_partition_count(recorder, TOPIC, 9) == 6
@@ -38,7 +39,8 @@ def test_the_first_count_is_pinned_and_more_partitions_later_change_nothing(
 def test_fewer_partitions_than_pinned_means_a_recreated_topic_and_is_refused(
     tmp_path: Path,
 ) -> None:
-    recorder = build_intake(Settings(database_url=f"sqlite:///{tmp_path}/s")).process_recorder
+    intake = build_intake(Settings(database_url=f"sqlite:///{tmp_path}/s"))
+    recorder = intake.process_recorder  # (keep `intake`: collecting it closes the store)
     check_partition_count(recorder, TOPIC, 6)
     with pytest.raises(ConfigurationError, match=r"has 4 partitions but .* recorded with 6"):
         check_partition_count(recorder, TOPIC, 4)
