@@ -14,9 +14,8 @@ from contextlib import contextmanager
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import parse_qs, urlsplit
 
-from services.store import ensure_schema, is_postgres, sqlite_path
+from services.store import ensure_schema, is_postgres, postgres_dsn, sqlite_path
 
 
 class Cursor(Protocol):
@@ -66,11 +65,10 @@ class ReadStore:
             from psycopg_pool import ConnectionPool
 
             ensure_schema(database_url)
-            parts = urlsplit(database_url)
-            schema = parse_qs(parts.query).get("schema")
-            options = {"options": f"-c search_path={schema[0]}"} if schema else {}
+            dsn, schema = postgres_dsn(database_url)
+            options = {"options": f"-c search_path={schema}"} if schema else {}
             self.pool: Any = ConnectionPool(
-                parts._replace(query="").geturl(),
+                dsn,
                 min_size=1,
                 max_size=8,
                 kwargs=options,

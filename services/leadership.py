@@ -16,11 +16,10 @@ from __future__ import annotations
 import fcntl
 import re
 from typing import IO, Any, Protocol
-from urllib.parse import parse_qs, urlsplit
 
 from services.logs import get_logger
 from services.metrics import LEADING
-from services.store import is_postgres, sqlite_path
+from services.store import is_postgres, postgres_dsn, sqlite_path
 
 log = get_logger(__name__)
 
@@ -39,10 +38,8 @@ class AdvisoryLock:
     """A PostgreSQL advisory lock, named per schema (locks are database-wide)."""
 
     def __init__(self, database_url: str, name: str) -> None:
-        parts = urlsplit(database_url)
-        self.dsn = parts._replace(query="").geturl()
-        schema = parse_qs(parts.query).get("schema", ["public"])[0]
-        self.key = f"fulfillment:{schema}:{name}"
+        self.dsn, schema = postgres_dsn(database_url)
+        self.key = f"fulfillment:{schema or 'public'}:{name}"
         self.connection: Any = None
 
     def try_acquire(self) -> bool:

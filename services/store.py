@@ -81,23 +81,27 @@ def redact(database_url: str) -> str:
     return database_url
 
 
+def postgres_dsn(database_url: str) -> tuple[str, str | None]:
+    """The connection string psycopg takes (our `?schema=` removed), and that schema."""
+    parts = urlsplit(database_url)
+    schema = parse_qs(parts.query).get("schema")
+    return parts._replace(query="").geturl(), schema[0] if schema else None
+
+
 def ensure_schema(database_url: str) -> None:
     """Creates the PostgreSQL schema named by ?schema= (eventsourcing expects it to exist)."""
     if not is_postgres(database_url):
         return
-    schema = parse_qs(urlsplit(database_url).query).get("schema")
-    if not schema:
+    dsn, schema = postgres_dsn(database_url)
+    if schema is None:
         return
     import psycopg
     from psycopg import sql
 
-    dsn = urlsplit(database_url)._replace(query="").geturl()
     # Another process may create it at the same moment: IF NOT EXISTS does not cover that.
     racing = (psycopg.errors.UniqueViolation, psycopg.errors.DuplicateSchema)
     with (
         psycopg.connect(dsn, autocommit=True, connect_timeout=10) as connection,
         contextlib.suppress(*racing),
     ):
-        connection.execute(
-            sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema[0]))
-        )
+        connection.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
