@@ -56,7 +56,6 @@ class Service:
         self._cleanups: list[Callable[[], Awaitable[Any]]] = []
         self._stopping = asyncio.Event()
         self.started = asyncio.Event()
-        self.sku_partitions = 0  # pinned at start: see check_partition_count
 
     async def _build(self) -> None:
         settings, topics, stages = self.settings, self.settings.topics, self.stages
@@ -85,13 +84,12 @@ class Service:
                 f"partition counts ({sorted(pinned)}): they are not one deployment's stores; "
                 "check DATABASE_URL"
             )
-        self.sku_partitions = pinned.pop() if pinned else counts[topics.sku_commands]
         if "intake" in stages and self.intake is not None:
             self._consume("intake", topics.inputs(), IntakeHandler(self.intake, settings))
         if "allocation" in stages and self.allocation is not None:
             self._consume("allocation", [topics.sku_commands], AllocationHandler(self.allocation))
         if "relay" in stages and self.intake is not None and self.allocation is not None:
-            await self._relay(self.intake, self.allocation)
+            await self._relay(self.intake, self.allocation, sku_partitions=pinned.pop())
 
         if "projections" in stages and self.read_models is not None:
             self._follow(self.read_models)
@@ -127,7 +125,8 @@ class Service:
                 "start PostgreSQL (make postgres) or fix DATABASE_URL"
             ) from error
 
-    async def _relay(self, intake: Intake, allocation: Allocation) -> None:
+    async def _relay(self, intake: Intake, allocation: Allocation, *, sku_partitions: int) -> None:
+        """`sku_partitions`: the count pinned in the stores (check_partition_count)."""
         settings, topics = self.settings, self.settings.topics
         producer = make_producer(settings)
         await producer.start()
@@ -136,7 +135,7 @@ class Service:
             Relay(
                 topics.sku_commands,
                 intake,
-                intake_outgoing(settings, self.sku_partitions),
+                intake_outgoing(settings, sku_partitions),
                 producer,
                 settings,
             ),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -26,7 +26,7 @@ class AllocationOutcome:
     applied: int = 0
     skipped: int = 0
     events: int = 0
-    dead_lettered: int = 0
+    dead_lettered: list[str] = field(default_factory=list)  # reasons, newly recorded only
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,7 @@ class Allocation(Application[UUID]):
                 continue  # delivered again: its dead letter is already recorded
             assert failed_at is not None, "refusals need the time they were refused"
             processing.collect_events(DeadLetter.record(source, refusal.error, failed_at))
-            outcome.dead_lettered += 1
+            outcome.dead_lettered.append(refusal.error)
         self._record(processing)
         self._take_snapshots(processing)
         return outcome

@@ -86,14 +86,9 @@ class AllocationHandler:
             raise
         self.positions[partition] = last
         crash_point("allocation.after_commit")
-        DEAD_LETTERED.labels(self.stage).inc(outcome.dead_lettered)
-        for refusal in refused:
-            log.warning(
-                "sku-commands message dead-lettered",
-                partition=f"{partition.topic}-{partition.partition}",
-                offset=refusal.source["offset"],
-                error=refusal.error,
-            )
+        DEAD_LETTERED.labels(self.stage).inc(len(outcome.dead_lettered))
+        for error in outcome.dead_lettered:
+            log.warning("sku-commands message dead-lettered", topic=partition.topic, error=error)
 
 
 def decode(record: ConsumerRecord) -> Decoded:

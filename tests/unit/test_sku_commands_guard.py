@@ -104,7 +104,11 @@ def test_a_refused_message_is_dead_lettered_once_however_often_it_is_delivered(
     again = allocation.apply_commands(history[10:], None, refused=[refusal], failed_at=now)
     alone = allocation.apply_commands([], None, refused=[refusal], failed_at=now)
 
-    assert (first.dead_lettered, again.dead_lettered, alone.dead_lettered) == (1, 0, 0)
+    assert (len(first.dead_lettered), len(again.dead_lettered), len(alone.dead_lettered)) == (
+        1,
+        0,
+        0,
+    )
     [letter] = _dead_letters(allocation)
     assert letter.source["payload"] == "junk"
     # The allocation relay publishes it to the dead-letter topic, with the contract's fields.
