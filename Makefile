@@ -31,9 +31,11 @@ test: install kafka postgres lint typecheck
 	@echo; echo "Fault-injection summary (data/reliability-results.jsonl):"
 	@$(BIN)/python -c "import json; [print(json.loads(l)['line']) for l in open('data/reliability-results.jsonl')]"
 
+## lint: ruff, and the import-linter contracts in pyproject.toml (layers point one way)
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 typecheck: install
 	$(BIN)/mypy $$(ls -d events services projections tests bench 2>/dev/null)

@@ -23,8 +23,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import ConsumerRecord
 
 from bench.workload import order_bodies
-from services.runner import Service
-from services.settings import Settings
+from services.adapters.settings import Settings
+from services.entrypoints.runner import Service
 from tests.harness import isolated_settings, running
 
 # The stages that turn orders into decisions; the others (read models, HTTP) can be added.

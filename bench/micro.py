@@ -15,12 +15,14 @@ from eventsourcing.persistence import Tracking
 
 from bench.workload import SkuCommand, order_bodies, sku_command_stream
 from events.commands import SkuCommands
-from services.allocation.application import COMMANDS_PER_MESSAGE, Allocation, apply_command
+from services.adapters.kafka import tracking_name
+from services.adapters.settings import Settings
+from services.allocation.application import Allocation, apply_command
 from services.allocation.domain import Cause, Sku
-from services.bootstrap import build_allocation, build_intake
+from services.entrypoints.bootstrap import build_allocation, build_intake
 from services.intake.application import Input, Intake
-from services.intake.worker import IntakeHandler, tracking_name
-from services.settings import Settings
+from services.intake.consumer import IntakeHandler
+from services.kernel.positions import IntakePosition
 
 T = TypeVar("T")
 
@@ -45,7 +47,11 @@ def bench_domain(commands: int, skus: int, rounds: int, collect_every: int = 500
     calls: list[tuple[str, Cause, SkuCommand]] = [
         (
             sku,
-            Cause(command.causation_id, command.occurred_at, (n + 1) * COMMANDS_PER_MESSAGE),
+            Cause(
+                command.causation_id,
+                command.occurred_at,
+                IntakePosition(n + 1).command_position,
+            ),
             command,
         )
         for n, (sku, command) in enumerate(stream)

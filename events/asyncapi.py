@@ -1,12 +1,12 @@
 """One AsyncAPI 3.0 document for every topic of the contract, built with faststream.
 
 Documentation only: the workers in `services/` consume and produce with aiokafka directly
-(see the `services/kafka.py` docstring). The `FastStream` app built here is never run and
+(see the `services/adapters/kafka.py` docstring). The `FastStream` app built here is never run and
 its broker never connects; the handlers below are never called. `build_app()` declares what
 flows on each topic and `asyncapi_document()` renders it, with a few additions faststream
 0.7.8 cannot express (see `_complete`).
 
-Topic names and the server address are the defaults from `services.settings`, not the
+Topic names and the server address are the defaults from `services.adapters.settings`, not the
 environment, so the document is the same wherever it is generated.
 """
 
@@ -27,6 +27,7 @@ from events.commands import SkuCommands
 from events.dead_letters import DeadLetter
 from events.decisions import AllocationDecision
 from events.inputs import OrderCancelled, OrderPlaced, StockReceived
+from events.topics import DEFAULT_BROKER, DEFAULT_TOPICS
 
 TITLE = "fulfillment"
 PACKAGE = "fulfillment"
@@ -48,26 +49,9 @@ SOURCE_POSITION = (
 
 
 def default_topics() -> dict[str, str]:
-    """The default topic names, whatever `TOPIC_*` variables the environment holds."""
-    from services.settings import Topics
-
-    topics = Topics.model_construct()  # defaults only: the document must not depend on env
-    return {
-        "orders": topics.orders,
-        "cancellations": topics.cancellations,
-        "receipts": topics.receipts,
-        "sku_commands": topics.sku_commands,
-        "decisions": topics.decisions,
-        "dead_letters": topics.dead_letters,
-    }
-
-
-def default_bootstrap_servers() -> str:
-    from services.settings import Settings
-
-    value = Settings.model_fields["kafka_bootstrap_servers"].default
-    assert isinstance(value, str)
-    return value
+    """The contract's topic names: the document must not depend on the environment."""
+    names = ("orders", "cancellations", "receipts", "sku_commands", "decisions", "dead_letters")
+    return {name: DEFAULT_TOPICS[name] for name in names}
 
 
 def package_version() -> str:
@@ -84,7 +68,7 @@ def build_app() -> FastStream:
     called for it."""
     topics = default_topics()
     broker = KafkaBroker(
-        default_bootstrap_servers(),
+        DEFAULT_BROKER,
         description="Default address; set KAFKA_BOOTSTRAP_SERVERS. "
         "Topic names are defaults too; set TOPIC_ORDERS, TOPIC_CANCELLATIONS, ...",
     )

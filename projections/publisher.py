@@ -13,10 +13,10 @@ import contextlib
 from aiokafka import AIOKafkaProducer
 
 from projections.runner import ReadModels
-from services.leadership import STANDBY_RETRY, Leadership
-from services.logs import get_logger
-from services.metrics import PUBLISHED
-from services.settings import Settings
+from services.adapters.leadership import STANDBY_RETRY, Leadership
+from services.adapters.logs import get_logger
+from services.adapters.metrics import PUBLISHED
+from services.adapters.settings import Settings
 
 log = get_logger(__name__)
 
@@ -24,7 +24,7 @@ log = get_logger(__name__)
 async def publish_changes(
     models: ReadModels, producer: AIOKafkaProducer, settings: Settings, stopping: asyncio.Event
 ) -> None:
-    """Publishes the outbox in order while this process leads (see services.leadership)."""
+    """Publishes the outbox in order while this process leads (see services.adapters.leadership)."""
     topics = {
         "demand-history": settings.topics.demand_history,
         "backorder-queue": settings.topics.backorder_queue,

@@ -22,9 +22,9 @@ from eventsourcing.persistence import Notification
 
 from projections.models import NAMES, PROJECTIONS, Change, Projection
 from projections.store import ReadStore, Tx
+from services.adapters.faults import crash_point
+from services.adapters.logs import get_logger
 from services.allocation.application import Allocation
-from services.faults import crash_point
-from services.logs import get_logger
 
 log = get_logger(__name__)
 

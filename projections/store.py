@@ -15,7 +15,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from services.store import ensure_schema, is_postgres, postgres_dsn, sqlite_path
+from services.adapters.store import ensure_schema, is_postgres, postgres_dsn, sqlite_path
 
 
 class Cursor(Protocol):

@@ -15,8 +15,9 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from services.runner import STAGES, Service
-from services.settings import Settings, Topics
+from services.adapters.kafka import source_position
+from services.adapters.settings import Settings, Topics
+from services.entrypoints.runner import STAGES, Service
 
 T0 = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
 
@@ -255,10 +256,9 @@ def bodies(records: Sequence[ConsumerRecord]) -> list[dict[str, Any]]:
 
 
 def position(record: ConsumerRecord) -> int:
-    for key, value in record.headers or ():
-        if key == "source-position":
-            return int(value)
-    raise AssertionError("record has no source-position header")
+    found = source_position(record)
+    assert found is not None, "record has no source-position header"
+    return found
 
 
 def in_decision_order(records: Sequence[ConsumerRecord]) -> list[dict[str, Any]]:

@@ -1,4 +1,4 @@
-"""Real servers for the tests, found in this order (DESIGN.md): the environment's
+"""Real servers for the tests, found in this order (docs/architecture.md): the environment's
 KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL_TEST (or a postgresql DATABASE_URL); a
 testcontainers container where a Docker engine answers; else the broker and cluster that
 the deploy/ scripts start on this machine. All three are real servers; there are no fakes."""

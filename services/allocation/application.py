@@ -14,11 +14,9 @@ from eventsourcing.persistence import ProcessRecorder, Tracking
 
 from events.commands import CancelLine, PlaceLine, ReceiveStock, SkuCommands
 from services.allocation.domain import Cause, Sku, sku_aggregate_id
-from services.cache import forget_cached
-from services.intake.domain import DeadLetter, Source, dead_letter_aggregate_id
-
-# Commands inside one sku-commands message get sub-positions, so that each is idempotent.
-COMMANDS_PER_MESSAGE = 1000
+from services.kernel.caching import forget_cached
+from services.kernel.dead_letters import RefusedInput, Source, refused_input_id
+from services.kernel.positions import IntakePosition
 
 
 @dataclass
@@ -85,12 +83,13 @@ class Allocation(Application[UUID]):
         for message in messages:
             sku = skus.get(message.sku) or self.sku(message.sku)
             skus[message.sku] = sku
-            first = message.position * COMMANDS_PER_MESSAGE
-            if sku.has_applied(first):
+            first = IntakePosition.of_message(message.position)
+            if sku.has_applied(first.command_position):
                 outcome.skipped += 1
                 continue
             for index, command in enumerate(message.commands):
-                cause = Cause(command.causation_id, command.occurred_at, first + index, step=index)
+                position = IntakePosition.of_message(message.position, index).command_position
+                cause = Cause(command.causation_id, command.occurred_at, position, step=index)
                 apply_command(sku, cause, command)
             outcome.applied += 1
         processing = ProcessingEvent[UUID](tracking=tracking)
@@ -98,13 +97,11 @@ class Allocation(Application[UUID]):
         outcome.events = len(processing.events)
         for refusal in refused:
             source = refusal.source
-            letter_id = dead_letter_aggregate_id(
-                source["topic"], source["partition"], source["offset"]
-            )
+            letter_id = refused_input_id(source["topic"], source["partition"], source["offset"])
             if letter_id in self.repository:
                 continue  # delivered again: its dead letter is already recorded
             assert failed_at is not None, "refusals need the time they were refused"
-            processing.collect_events(DeadLetter.record(source, refusal.error, failed_at))
+            processing.collect_events(RefusedInput.record(source, refusal.error, failed_at))
             outcome.dead_lettered.append(refusal.error)
         self._record(processing)
         self._take_snapshots(processing)

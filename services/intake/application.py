@@ -16,18 +16,17 @@ from eventsourcing.sqlite import SQLiteAggregateRecorder
 from psycopg.sql import SQL, Identifier
 
 from events.inputs import InputEvent, OrderCancelled, OrderPlaced, StockReceived
-from services.cache import forget_cached
 from services.intake.domain import (
-    DeadLetter,
     HeldCancellation,
     IntakeError,
     Order,
     Receipt,
     RequestedCancellation,
-    Source,
     order_aggregate_id,
     receipt_aggregate_id,
 )
+from services.kernel.caching import forget_cached
+from services.kernel.dead_letters import RefusedInput, Source
 
 A = TypeVar("A", bound=Aggregate)
 
@@ -234,7 +233,7 @@ class _Batch:
         self.aggregates[aggregate.id] = aggregate
 
     def dead_letter(self, source: Source, error: str, failed_at: datetime) -> None:
-        self.add(DeadLetter.record(source, error, failed_at))
+        self.add(RefusedInput.record(source, error, failed_at))
 
 
 def existing(recorder: object, ids: Sequence[UUID]) -> set[UUID]:

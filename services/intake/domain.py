@@ -11,9 +11,10 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate
 
+from services.kernel.dead_letters import Source
+
 ORDER_NAMESPACE = uuid5(NAMESPACE_URL, "urn:fulfillment:order")
 RECEIPT_NAMESPACE = uuid5(NAMESPACE_URL, "urn:fulfillment:receipt")
-DEAD_LETTER_NAMESPACE = uuid5(NAMESPACE_URL, "urn:fulfillment:dead-letter")
 
 
 def order_aggregate_id(order_id: str) -> UUID:
@@ -22,10 +23,6 @@ def order_aggregate_id(order_id: str) -> UUID:
 
 def receipt_aggregate_id(receipt_id: str) -> UUID:
     return uuid5(RECEIPT_NAMESPACE, receipt_id)
-
-
-def dead_letter_aggregate_id(topic: str, partition: int, offset: int) -> UUID:
-    return uuid5(DEAD_LETTER_NAMESPACE, f"{topic}\n{partition}\n{offset}")
 
 
 class PlacedLine(TypedDict):
@@ -44,17 +41,6 @@ class CancelledLine(TypedDict):
 class RequestedCancellation(TypedDict):
     line_id: str
     quantity: int | None
-
-
-class Source(TypedDict):
-    """Where a message came from, kept so that it can still be dead-lettered later."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: str | None
-    payload: str
-    payload_encoding: str
 
 
 class HeldCancellation(TypedDict):
@@ -333,28 +319,4 @@ class Receipt(Aggregate):
         raise ConflictingReceiptError(
             f"receipt {self.receipt_id} was already recorded as {self.quantity} of {self.sku}; "
             "a receipt cannot change: publish a new receipt id for more stock"
-        )
-
-
-class DeadLetter(Aggregate):
-    """An input that was not applied, and why; the relay publishes it to the DLQ topic."""
-
-    class Recorded(Aggregate.Created):
-        source: Source
-        error: str
-        failed_at: datetime
-
-    def __init__(self, source: Source, error: str, failed_at: datetime) -> None:
-        self.source = source
-        self.error = error
-        self.failed_at = failed_at
-
-    @classmethod
-    def record(cls, source: Source, error: str, failed_at: datetime) -> DeadLetter:
-        return cls._create(
-            cls.Recorded,
-            id=dead_letter_aggregate_id(source["topic"], source["partition"], source["offset"]),
-            source=source,
-            error=error,
-            failed_at=failed_at,
         )

@@ -9,11 +9,8 @@ from typing import Any
 from uuid import UUID
 
 from events.commands import CancelLine, PlaceLine, ReceiveStock, SkuCommand, SkuCommands
-from events.dead_letters import DeadLetter as DeadLetterMessage
-from services.intake.domain import DeadLetter, Order, PlacedLine, Receipt
-
-# At most 500 lines an order, so a notification never yields 1000 SKU messages.
-POSITIONS_PER_NOTIFICATION = 1000
+from services.intake.domain import Order, PlacedLine, Receipt
+from services.kernel.positions import IntakePosition
 
 
 def sku_command_messages(event: Any, notification_id: int) -> list[SkuCommands]:
@@ -46,27 +43,11 @@ def sku_command_messages(event: Any, notification_id: int) -> list[SkuCommands]:
     return [
         SkuCommands(
             sku=sku,
-            position=notification_id * POSITIONS_PER_NOTIFICATION + index,
+            position=IntakePosition(notification_id, index).message_position,
             commands=commands,
         )
         for index, (sku, commands) in enumerate(per_sku.items())
     ]
-
-
-def dead_letter_message(event: Any) -> DeadLetterMessage | None:
-    if not isinstance(event, DeadLetter.Recorded):
-        return None
-    source = event.source
-    return DeadLetterMessage(
-        source_topic=source["topic"],
-        partition=source["partition"],
-        offset=source["offset"],
-        key=source["key"],
-        error=event.error,
-        payload=source["payload"],
-        payload_encoding="base64" if source["payload_encoding"] == "base64" else "utf-8",
-        failed_at=event.failed_at,
-    )
 
 
 def _place_line(

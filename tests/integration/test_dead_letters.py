@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from services.bootstrap import build_allocation
+from services.entrypoints.bootstrap import build_allocation
 from tests.harness import (
     as_json,
     bodies,

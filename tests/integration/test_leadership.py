@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from services.leadership import AdvisoryLock, Leadership
+from services.adapters.leadership import AdvisoryLock, Leadership
 from tests.harness import (
     as_json,
     isolated_settings,

@@ -10,11 +10,11 @@ from eventsourcing.persistence import Tracking
 from projections.queries import FILL_ORDER
 from projections.runner import ReadModels
 from projections.store import ReadStore
+from services.adapters.settings import Settings
 from services.allocation.application import Allocation
 from services.allocation.domain import Sku
-from services.bootstrap import build_allocation
-from services.replay import events_of
-from services.settings import Settings
+from services.entrypoints.bootstrap import build_allocation
+from services.operations.replay import events_of
 from tests.histories import random_history
 
 

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
+from services.adapters.settings import Settings
 from services.allocation.application import Allocation
-from services.bootstrap import build_allocation, build_intake
-from services.operations import replay
-from services.settings import Settings
+from services.entrypoints.bootstrap import build_allocation, build_intake
+from services.operations.inspection import replay
 from tests.harness import (
     as_json,
     bodies,

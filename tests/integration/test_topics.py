@@ -7,9 +7,9 @@ import asyncio
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions
 
-from services.bootstrap import build_allocation
-from services.kafka import sku_partition
-from services.settings import Settings
+from services.adapters.kafka import sku_partition
+from services.adapters.settings import Settings
+from services.entrypoints.bootstrap import build_allocation
 from tests.harness import as_json, isolated_settings, publish, read_topic, receipt, running
 
 pytestmark = pytest.mark.kafka

@@ -21,12 +21,14 @@ from aiokafka.structs import ConsumerRecord
 
 from projections.runner import ReadModels
 from projections.store import ReadStore
+from services.adapters.kafka import source_position
+from services.adapters.settings import Settings
 from services.allocation.application import Allocation
 from services.allocation.domain import Sku
-from services.bootstrap import build_allocation, build_intake, build_read_models
-from services.intake.domain import DeadLetter, Order, Receipt
-from services.replay import decisions_of, events_of, rederive
-from services.settings import Settings
+from services.entrypoints.bootstrap import build_allocation, build_intake, build_read_models
+from services.intake.domain import Order, Receipt
+from services.kernel.dead_letters import RefusedInput
+from services.operations.replay import decisions_of, events_of, rederive
 
 READ_MODELS = ("backorder_queue", "sku_positions", "demand_daily", "order_lines")
 
@@ -100,13 +102,6 @@ async def read_all(settings: Settings, topics: list[str]) -> list[ConsumerRecord
         await consumer.stop()
 
 
-def _position(record: ConsumerRecord) -> int:
-    for key, value in record.headers or ():
-        if key == "source-position":
-            return int(value)
-    return -1
-
-
 def _event_id(value: bytes | None) -> str:
     try:
         body = json.loads(value or b"")
@@ -160,7 +155,7 @@ def _account(
     for _, event in events_of(intake):
         if isinstance(event, Order.CancellationArrivedFirst | Order.CancellationHeld):
             recorded[event.cancellation["event_id"]] += 1
-        elif isinstance(event, DeadLetter.Recorded):
+        elif isinstance(event, RefusedInput.Recorded):
             source = event.source
             dead_lettered[(source["topic"], source["partition"], source["offset"])] += 1
         elif isinstance(
@@ -204,7 +199,7 @@ def _check_topic(report: Report, decided: list[ConsumerRecord]) -> None:
                 report.flag("duplicated", f"decision {body['decision_id']} differs on resend")
             continue
         first[body["decision_id"]] = body
-        per_partition[record.partition].append(_position(record))
+        per_partition[record.partition].append(_position_of(record))
     for partition, positions in per_partition.items():
         for before, after in itertools.pairwise(positions):
             if after <= before:
@@ -225,7 +220,7 @@ def _against_reference(
     rederive(intake, reference)
     expected = _per_sku([d.model_dump(mode="json") for d in decisions_of(reference)])
     stored = _per_sku([d.model_dump(mode="json") for d in decisions_of(live)])
-    ordered = sorted(((_position(r), json.loads(r.value)) for r in decided), key=lambda x: x[0])
+    ordered = sorted(((_position_of(r), json.loads(r.value)) for r in decided), key=lambda x: x[0])
     published = _per_sku([body for _, body in ordered], dedupe=True)
     for name, actual in (("store", stored), ("topic", published)):
         for sku in sorted(expected.keys() | actual.keys()):
@@ -272,3 +267,8 @@ def _per_sku(decisions: list[dict[str, Any]], *, dedupe: bool = False) -> dict[s
         normal = {k: _normal(v) if k == "occurred_at" else v for k, v in body.items()}
         grouped[body["sku"]].append(normal)
     return dict(grouped)
+
+
+def _position_of(record: ConsumerRecord) -> int:
+    found = source_position(record)
+    return -1 if found is None else found

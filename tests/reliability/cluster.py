@@ -14,8 +14,8 @@ import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from events.commands import SkuCommands
-from services.bootstrap import build_allocation, build_intake, build_read_models
-from services.settings import Settings
+from services.adapters.settings import Settings
+from services.entrypoints.bootstrap import build_allocation, build_intake, build_read_models
 from tests.harness import environment
 
 CLI = str(Path(sys.executable).parent / "fulfillment")

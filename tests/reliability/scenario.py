@@ -10,8 +10,8 @@ import random
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from services.settings import Settings
-from services.store import is_postgres
+from services.adapters.settings import Settings
+from services.adapters.store import is_postgres
 from tests.harness import isolated_settings, publish
 from tests.reliability.checker import Report, check
 from tests.reliability.cluster import drained

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from services.bootstrap import build_allocation, build_intake
-from services.intake.domain import DeadLetter
-from services.replay import events_of
-from services.settings import Settings
+from services.adapters.settings import Settings
+from services.entrypoints.bootstrap import build_allocation, build_intake
+from services.kernel.dead_letters import RefusedInput
+from services.operations.replay import events_of
 from tests.harness import free_port
 from tests.infrastructure import REPO
 from tests.reliability.checker import read_all
@@ -315,12 +315,14 @@ async def test_inputs_delivered_again_and_offsets_reset_have_no_new_effect(
     again: list[Any] = []
     for position, event in events_of(intake):
         (first if position <= before[0] else again).append(event)
-    letters = {(e.source["payload"], e.error) for e in first if isinstance(e, DeadLetter.Recorded)}
+    letters = {
+        (e.source["payload"], e.error) for e in first if isinstance(e, RefusedInput.Recorded)
+    }
     # No new decision, no new allocation event; intake records nothing new but dead letters
     # for the bad inputs that came again, each for the reason it had the first time.
     assert allocation_after == before[1]
     assert len(await read_all(settings, [settings.topics.decisions])) == decided_before
-    assert all(isinstance(e, DeadLetter.Recorded) for e in again)
+    assert all(isinstance(e, RefusedInput.Recorded) for e in again)
     assert {(e.source["payload"], e.error) for e in again} <= letters
     new_letters = len(await read_all(settings, [settings.topics.dead_letters])) - letters_before
     assert new_letters == len(again)

@@ -24,12 +24,12 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from events.common import MAX_MESSAGE_BYTES
-from services.bootstrap import build_allocation
+from services.adapters.kafka import INPUT_MAX_BYTES, SOURCE_POSITION_HEADER
+from services.adapters.settings import Settings
+from services.entrypoints.bootstrap import build_allocation
+from services.entrypoints.runner import Service
 from services.intake.application import Intake
-from services.intake.worker import IntakeHandler
-from services.kafka import INPUT_MAX_BYTES, SOURCE_POSITION_HEADER
-from services.runner import Service
-from services.settings import Settings
+from services.intake.consumer import IntakeHandler
 from tests.harness import (
     consumer_record,
     in_decision_order,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from services.runner import STAGES
+from services.entrypoints.runner import STAGES
 from tests.reliability.cluster import Process
 from tests.reliability.scenario import moments, run_scenario, scenario_settings
 

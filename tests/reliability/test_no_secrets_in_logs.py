@@ -17,7 +17,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from services.settings import Settings
+from services.adapters.settings import Settings
 from tests.harness import (
     as_json,
     environment,

@@ -1,4 +1,4 @@
-"""CONTRACT.md, "Allocation rules (per SKU)": one test per rule, as given / when / then.
+"""docs/contract.md, "Allocation rules (per SKU)": one test per rule, as given / when / then.
 
 Each test gives a Sku some commands, then issues one and asserts the events it emitted.
 """

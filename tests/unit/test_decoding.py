@@ -1,4 +1,4 @@
-"""CONTRACT.md, "Wire format": what the intake edge accepts, and why it refuses the rest.
+"""docs/contract.md, "Wire format": what the intake edge accepts, and why it refuses the rest.
 
 IntakeHandler.decode turns one Kafka record into a contract event or a dead-letter reason.
 """
@@ -17,9 +17,9 @@ from aiokafka.structs import ConsumerRecord
 
 from events.common import MAX_MESSAGE_BYTES
 from events.inputs import OrderCancelled, OrderPlaced, StockReceived
+from services.adapters.settings import Settings
 from services.intake.application import Input, Intake
-from services.intake.worker import IntakeHandler
-from services.settings import Settings
+from services.intake.consumer import IntakeHandler
 from tests.harness import consumer_record
 
 EVENT_ID = "0b5e1d8e-4f7a-4a43-9d5c-1f2e3a4b5c6d"

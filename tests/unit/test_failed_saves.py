@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from eventsourcing.persistence import IntegrityError, Tracking
 
+from services.adapters.settings import Settings
 from services.allocation.application import Allocation
 from services.allocation.domain import sku_aggregate_id
-from services.bootstrap import build_allocation
-from services.settings import Settings
+from services.entrypoints.bootstrap import build_allocation
 from tests.histories import random_history, sku_states
 
 

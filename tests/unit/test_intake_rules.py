@@ -1,4 +1,4 @@
-"""CONTRACT.md, "Idempotent" and the cancellation rules, as intake records them.
+"""docs/contract.md, "Idempotent" and the cancellation rules, as intake records them.
 
 A real Intake application on a SQLite file in tmp_path; what it recorded is read back
 from its notification log, and translated into sku-commands the way the relay does.
@@ -19,8 +19,9 @@ from events.commands import CancelLine, PlaceLine, ReceiveStock, SkuCommands
 from events.inputs import InputEvent, OrderCancelled, StockReceived
 from services.allocation.domain import Cause, Sku
 from services.intake.application import Input, Intake, IntakeOutcome
-from services.intake.domain import DeadLetter, Order, Receipt, Source
-from services.intake.translate import dead_letter_message, sku_command_messages
+from services.intake.domain import Order, Receipt
+from services.intake.translate import sku_command_messages
+from services.kernel.dead_letters import RefusedInput, Source, dead_letter_message
 from tests.unit.stories import decided, order_cancelled, order_placed, stock_received
 
 FAILED_AT = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -167,7 +168,7 @@ def test_a_second_order_placed_with_other_lines_is_dead_lettered_as_a_conflict(
 
     assert (outcome.recorded, outcome.duplicates, len(outcome.dead_lettered)) == (0, 0, 1)
     [dead] = story.new_events()
-    assert isinstance(dead, DeadLetter.Recorded)
+    assert isinstance(dead, RefusedInput.Recorded)
     assert "already placed with other lines" in dead.error
     assert (dead.source["topic"], dead.source["offset"]) == ("orders", 1)
     assert dead.failed_at == FAILED_AT
@@ -241,7 +242,7 @@ def test_cancelling_an_unknown_line_id_is_dead_lettered_and_nothing_of_it_applie
 
     assert (outcome.recorded, len(outcome.dead_lettered)) == (0, 1)
     [dead] = story.new_events()
-    assert isinstance(dead, DeadLetter.Recorded)
+    assert isinstance(dead, RefusedInput.Recorded)
     assert "'9'" in dead.error
     assert dead.source["topic"] == "cancellations"
 
@@ -304,9 +305,9 @@ def test_a_held_cancellation_naming_an_unknown_line_is_dead_lettered_when_the_or
 
     assert outcome.recorded == 1
     events = story.new_events()
-    assert sorted(names(events)) == ["DeadLetter.Recorded", "Order.PlacedAfterCancellation"]
+    assert sorted(names(events)) == ["Order.PlacedAfterCancellation", "RefusedInput.Recorded"]
     [placed] = [e for e in events if isinstance(e, Order.PlacedAfterCancellation)]
-    [dead] = [e for e in events if isinstance(e, DeadLetter.Recorded)]
+    [dead] = [e for e in events if isinstance(e, RefusedInput.Recorded)]
     assert placed.lines[0]["cancelled_before_placement"] == 0
     assert (dead.source["topic"], dead.source["offset"]) == ("cancellations", 0)
     assert "nothing of it was applied" in dead.error
@@ -411,7 +412,7 @@ def test_a_conflicting_receipt_is_dead_lettered(story: IntakeStory) -> None:
 
     assert (outcome.recorded, outcome.duplicates, len(outcome.dead_lettered)) == (0, 0, 1)
     [dead] = story.new_events()
-    assert isinstance(dead, DeadLetter.Recorded)
+    assert isinstance(dead, RefusedInput.Recorded)
     assert "receipt R-1" in dead.error
     assert dead.source["topic"] == "receipts"
 
@@ -430,8 +431,8 @@ def test_an_input_that_could_not_be_decoded_is_dead_lettered_and_the_batch_goes_
 
     assert (outcome.recorded, outcome.dead_lettered) == (1, ["value is not JSON"])
     events = story.new_events()
-    assert sorted(names(events)) == ["DeadLetter.Recorded", "Order.Placed"]
-    [dead] = [e for e in events if isinstance(e, DeadLetter.Recorded)]
+    assert sorted(names(events)) == ["Order.Placed", "RefusedInput.Recorded"]
+    [dead] = [e for e in events if isinstance(e, RefusedInput.Recorded)]
     message = dead_letter_message(dead)
     assert message is not None
     assert (message.source_topic, message.partition, message.offset) == ("orders", 0, 0)
@@ -554,8 +555,8 @@ def test_held_cancellations_and_dead_letters_translate_to_no_commands(
     assert [names([e]) for _, e in log] == [
         ["Order.CancellationArrivedFirst"],
         ["Receipt.Recorded"],
-        ["DeadLetter.Recorded"],
-        ["DeadLetter.Recorded"],
+        ["RefusedInput.Recorded"],
+        ["RefusedInput.Recorded"],
     ]
     assert [len(messages) for messages in commands.values()] == [0, 1, 0, 0]
 

@@ -13,10 +13,10 @@ from pydantic import SecretStr, ValidationError
 
 from projections.runner import ReadModels
 from projections.store import ReadStore
+from services.adapters.settings import Settings
+from services.adapters.store import application_env, redact
 from services.allocation.application import Allocation
-from services.api import create_app
-from services.settings import Settings
-from services.store import application_env, redact
+from services.entrypoints.http import create_app
 
 SYSTEM_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 SECRET = "kafka-Pa55-\N{SNOWMAN}-do-not-print"
@@ -175,7 +175,7 @@ def test_redact_hides_a_database_password() -> None:
 
 
 def test_a_bad_database_url_error_does_not_show_the_password() -> None:
-    from services.store import DatabaseUrlError
+    from services.adapters.store import DatabaseUrlError
 
     with pytest.raises(DatabaseUrlError) as raised:
         application_env("postgresql://user:S3cr3t-Pa55@/", "intake")

@@ -14,14 +14,14 @@ import pytest
 from aiokafka.structs import ConsumerRecord
 from eventsourcing.persistence import Tracking
 
+from services.adapters.kafka import SOURCE_POSITION_HEADER
+from services.adapters.settings import Settings
 from services.allocation.application import Allocation
-from services.allocation.worker import UnreadableCommandError, decode
-from services.bootstrap import build_allocation
-from services.intake.domain import DeadLetter
-from services.kafka import SOURCE_POSITION_HEADER
-from services.relay import allocation_outgoing
-from services.replay import events_of
-from services.settings import Settings
+from services.allocation.consumer import UnreadableCommandError, decode
+from services.allocation.outbox import allocation_outgoing
+from services.entrypoints.bootstrap import build_allocation
+from services.kernel.dead_letters import RefusedInput
+from services.operations.replay import events_of
 from tests.harness import consumer_record
 from tests.histories import random_history, sku_states
 
@@ -86,7 +86,7 @@ def test_a_relayed_message_this_version_cannot_read_stops_its_partition_not_skip
 
 
 def _dead_letters(allocation: Allocation) -> list[Any]:
-    return [event for _, event in events_of(allocation) if isinstance(event, DeadLetter.Recorded)]
+    return [event for _, event in events_of(allocation) if isinstance(event, RefusedInput.Recorded)]
 
 
 def test_a_refused_message_is_dead_lettered_once_however_often_it_is_delivered(
@@ -113,7 +113,7 @@ def test_a_refused_message_is_dead_lettered_once_however_often_it_is_delivered(
     assert letter.source["payload"] == "junk"
     # The allocation relay publishes it to the dead-letter topic, with the contract's fields.
     [notification_id] = [
-        nid for nid, event in events_of(allocation) if isinstance(event, DeadLetter.Recorded)
+        nid for nid, event in events_of(allocation) if isinstance(event, RefusedInput.Recorded)
     ]
     [outgoing] = allocation_outgoing(settings)(letter, notification_id)
     assert outgoing.topic == settings.topics.dead_letters

@@ -10,9 +10,9 @@ from aiokafka.partitioner import DefaultPartitioner
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.bootstrap import build_intake
-from services.kafka import ConfigurationError, check_partition_count, sku_partition
-from services.settings import Settings
+from services.adapters.kafka import ConfigurationError, check_partition_count, sku_partition
+from services.adapters.settings import Settings
+from services.entrypoints.bootstrap import build_intake
 
 TOPIC = "sku-commands"
 

@@ -10,9 +10,9 @@ from typing import Any
 
 from eventsourcing.persistence import Tracking
 
+from services.adapters.store import application_env
 from services.allocation.application import Allocation
 from services.allocation.domain import Sku, sku_aggregate_id
-from services.store import application_env
 from tests.histories import random_history, sku_states
 
 

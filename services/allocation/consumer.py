@@ -11,12 +11,16 @@ from aiokafka.structs import ConsumerRecord
 from eventsourcing.persistence import Tracking
 
 from events.commands import SkuCommands
+from services.adapters.faults import crash_point
+from services.adapters.kafka import (
+    SOURCE_POSITION_HEADER,
+    source_of,
+    source_position,
+    tracking_name,
+)
+from services.adapters.logs import get_logger
+from services.adapters.metrics import DEAD_LETTERED
 from services.allocation.application import Allocation, Refusal
-from services.faults import crash_point
-from services.intake.worker import source_of
-from services.kafka import SOURCE_POSITION_HEADER
-from services.logs import get_logger
-from services.metrics import DEAD_LETTERED
 
 log = get_logger(__name__)
 
@@ -33,10 +37,6 @@ class UnreadableCommandError(Exception):
 class Decoded:
     commands: SkuCommands | None = None
     refusal: Refusal | None = None
-
-
-def tracking_name(topic: str, partition: int) -> str:
-    return f"{topic}-{partition}"
 
 
 class AllocationHandler:
@@ -97,12 +97,7 @@ def decode(record: ConsumerRecord) -> Decoded:
     A message without that mark came from somewhere else: it is dead-lettered, never applied.
     One with the mark that cannot be read is ours and must not be lost: see
     UnreadableCommandError. Raises nothing else."""
-    headers = dict(record.headers or ())
-    mark = headers.get(SOURCE_POSITION_HEADER)
-    try:
-        position = int(mark) if mark is not None else None
-    except (TypeError, ValueError):
-        position = None
+    position = source_position(record)
     if position is None:
         return Decoded(
             refusal=Refusal(

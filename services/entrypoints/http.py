@@ -1,4 +1,4 @@
-"""The HTTP API over the read models (CONTRACT.md's "HTTP API"); OpenAPI at /docs.
+"""The HTTP API over the read models (docs/contract.md, "HTTP API"); OpenAPI at /docs.
 
 Every answer says how fresh it is: `X-Projection-Position` (the allocation log position the
 read model has reached) and `X-Projection-Lag` (events it is behind). `?min_position=N`
@@ -24,7 +24,7 @@ from starlette.middleware.base import RequestResponseEndpoint
 
 from projections.queries import Queries
 from projections.runner import ReadModels
-from services.settings import Settings
+from services.adapters.settings import Settings
 
 MAX_WAIT_SECONDS = 5.0
 # Open even when API_TOKEN is set: probes and scrapers carry no credentials.

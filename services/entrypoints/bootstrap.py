@@ -12,11 +12,11 @@ from eventsourcing.persistence import PersistenceError
 
 from projections.runner import ReadModels
 from projections.store import ReadStore
-from services import faults
+from services.adapters import faults
+from services.adapters.settings import Settings
+from services.adapters.store import application_env, ensure_schema
 from services.allocation.application import Allocation
 from services.intake.application import Intake
-from services.settings import Settings
-from services.store import application_env, ensure_schema
 
 T = TypeVar("T")
 

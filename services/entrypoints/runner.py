@@ -17,23 +17,25 @@ from eventsourcing.persistence import PersistenceError
 
 from projections.publisher import publish_changes
 from projections.runner import ReadModels, follow
-from services.allocation.application import Allocation
-from services.allocation.worker import AllocationHandler
-from services.api import create_app
-from services.bootstrap import build_allocation, build_intake, build_read_models
-from services.intake.application import Intake
-from services.intake.worker import IntakeHandler
-from services.kafka import (
+from services.adapters.kafka import (
     BatchConsumer,
     ConfigurationError,
     check_partition_count,
     ensure_topics,
     make_producer,
 )
-from services.logs import get_logger
-from services.relay import Relay, allocation_outgoing, intake_outgoing
-from services.settings import Settings
-from services.store import DatabaseUrlError, redact
+from services.adapters.logs import get_logger
+from services.adapters.relay import Relay
+from services.adapters.settings import Settings
+from services.adapters.store import DatabaseUrlError, redact
+from services.allocation.application import Allocation
+from services.allocation.consumer import AllocationHandler
+from services.allocation.outbox import allocation_outgoing
+from services.entrypoints.bootstrap import build_allocation, build_intake, build_read_models
+from services.entrypoints.http import create_app
+from services.intake.application import Intake
+from services.intake.consumer import IntakeHandler
+from services.intake.outbox import intake_outgoing
 
 log = get_logger(__name__)
 

@@ -12,8 +12,8 @@ from rich.console import Console
 from rich.progress import TaskID
 from rich.table import Table
 
-from services.logs import configure
-from services.settings import Settings
+from services.adapters.logs import configure
+from services.adapters.settings import Settings
 
 app = typer.Typer(
     help="Event-sourced fulfillment: allocation and backorders per SKU, over Kafka.",
@@ -43,8 +43,8 @@ def run(
     ] = None,
 ) -> None:
     """Run the service: every stage in one process, or the stages named."""
-    from services.kafka import ConfigurationError
-    from services.runner import STAGES, serve
+    from services.adapters.kafka import ConfigurationError
+    from services.entrypoints.runner import STAGES, serve
 
     settings = _settings()
     stages = stage or list(STAGES)
@@ -69,7 +69,7 @@ def demo(
 ) -> None:
     """Publish the demo scenario to a running service, show its decisions as they arrive,
     then the SKU's queue and demand history from the HTTP API."""
-    from services.demo import Observer, play, read_back
+    from services.operations.demo import Observer, play, read_back
 
     settings = _settings()
     table = Table(title="allocation-decisions", show_lines=False)
@@ -172,9 +172,9 @@ def sku(
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
     """Show a SKU's stock, its backorder queue in fill order, and (--history) its events."""
-    from services.bootstrap import build_allocation
-    from services.operations import as_json as to_json
-    from services.operations import describe, sku_history, sku_view
+    from services.entrypoints.bootstrap import build_allocation
+    from services.operations.inspection import as_json as to_json
+    from services.operations.inspection import describe, sku_history, sku_view
 
     settings = _settings()
     allocation = build_allocation(settings)
@@ -215,9 +215,9 @@ def order(
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
     """Show an order's history: what intake recorded, then every decision on its lines."""
-    from services.bootstrap import build_allocation, build_intake
-    from services.operations import as_json as to_json
-    from services.operations import order_history
+    from services.entrypoints.bootstrap import build_allocation, build_intake
+    from services.operations.inspection import as_json as to_json
+    from services.operations.inspection import order_history
 
     settings = _settings()
     intake, allocation = build_intake(settings), build_allocation(settings)
@@ -254,10 +254,10 @@ def replay(
     Exits 1 if any SKU's decisions differ (ids included)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from services.adapters.store import application_env
     from services.allocation.application import Allocation
-    from services.bootstrap import build_allocation, build_intake
-    from services.operations import replay as run_replay
-    from services.store import application_env
+    from services.entrypoints.bootstrap import build_allocation, build_intake
+    from services.operations.inspection import replay as run_replay
 
     settings = _settings()
     intake, live = build_intake(settings), build_allocation(settings)
@@ -293,7 +293,7 @@ app.add_typer(projections, name="projections")
 @projections.command("status")
 def projections_status() -> None:
     """Each read model's generation, position and lag behind the allocation log."""
-    from services.bootstrap import build_allocation, build_read_models
+    from services.entrypoints.bootstrap import build_allocation, build_read_models
 
     settings = _settings()
     models = build_read_models(settings, build_allocation(settings))
@@ -328,7 +328,7 @@ def projections_rebuild(
     )
 
     from projections.models import ALIASES, NAMES
-    from services.bootstrap import build_allocation, build_read_models
+    from services.entrypoints.bootstrap import build_allocation, build_read_models
 
     names = list(NAMES) if name == "all" else [ALIASES.get(name, name)]
     unknown = [n for n in names if n not in NAMES]
@@ -368,7 +368,7 @@ def dlq_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
     """List dead letters: where each came from and why it was not applied."""
-    from services.dead_letters import list_letters
+    from services.operations.dead_letters import list_letters
 
     settings = _settings()
     letters = asyncio.run(list_letters(settings))[-limit:]
@@ -417,7 +417,7 @@ def dlq_redrive(
     """Re-publish dead letters to their source topics, once their cause is fixed.
 
     Safe to repeat: intake ignores what it already applied."""
-    from services.dead_letters import Letter, redrive
+    from services.operations.dead_letters import Letter, redrive
 
     if not (offset or source_topic or error_contains or all_letters):
         console.print("say which letters: --offset P:O, --source-topic, --error-contains or --all")

@@ -17,14 +17,12 @@ from aiokafka import AIOKafkaProducer
 from eventsourcing.application import Application
 from eventsourcing.persistence import Notification, ProcessRecorder, Tracking
 
-from services.allocation.translate import decision_message
-from services.faults import crash_point
-from services.intake.translate import dead_letter_message, sku_command_messages
-from services.kafka import SOURCE_POSITION_HEADER, sku_partition
-from services.leadership import STANDBY_RETRY, Leadership
-from services.logs import get_logger
-from services.metrics import PUBLISHED, RELAY_POSITION
-from services.settings import Settings
+from services.adapters.faults import crash_point
+from services.adapters.kafka import SOURCE_POSITION_HEADER
+from services.adapters.leadership import STANDBY_RETRY, Leadership
+from services.adapters.logs import get_logger
+from services.adapters.metrics import PUBLISHED, RELAY_POSITION
+from services.adapters.settings import Settings
 
 log = get_logger(__name__)
 
@@ -39,50 +37,6 @@ class Outgoing:
 
 
 Translate = Callable[[Any, int], list[Outgoing]]
-
-
-def intake_outgoing(settings: Settings, sku_partitions: int) -> Translate:
-    """`sku_partitions` is the pinned sku-commands partition count (check_partition_count)."""
-    topics = settings.topics
-
-    def translate(event: Any, notification_id: int) -> list[Outgoing]:
-        out = [
-            Outgoing(
-                topics.sku_commands,
-                message.sku,
-                message.model_dump_json().encode(),
-                message.position,
-                sku_partition(message.sku, sku_partitions),
-            )
-            for message in sku_command_messages(event, notification_id)
-        ]
-        dead = dead_letter_message(event)
-        if dead is not None:
-            out.append(
-                Outgoing(
-                    topics.dead_letters, dead.key, dead.model_dump_json().encode(), notification_id
-                )
-            )
-        return out
-
-    return translate
-
-
-def allocation_outgoing(settings: Settings) -> Translate:
-    topics = settings.topics
-
-    def translate(event: Any, notification_id: int) -> list[Outgoing]:
-        decision = decision_message(event)
-        if decision is not None:
-            value = decision.model_dump_json().encode()
-            return [Outgoing(topics.decisions, decision.order_id, value, notification_id)]
-        dead = dead_letter_message(event)
-        if dead is not None:
-            value = dead.model_dump_json().encode()
-            return [Outgoing(topics.dead_letters, dead.key, value, notification_id)]
-        return []
-
-    return translate
 
 
 class Relay:

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from events.dead_letters import DeadLetter
-from services.kafka import make_producer
-from services.settings import Settings
+from services.adapters.kafka import make_producer, partitions_of
+from services.adapters.settings import Settings
 
 REDRIVEN_FROM_HEADER = "redriven-from"
 
@@ -32,7 +32,7 @@ class Letter:
 
 
 async def _read(consumer: AIOKafkaConsumer, topic: str) -> list[Letter]:
-    partitions = [TopicPartition(topic, p) for p in sorted(await _partitions(consumer, topic))]
+    partitions = [TopicPartition(topic, p) for p in sorted(await partitions_of(consumer, topic))]
     consumer.assign(partitions)
     await consumer.seek_to_beginning(*partitions)
     ends = await consumer.end_offsets(partitions)
@@ -45,14 +45,6 @@ async def _read(consumer: AIOKafkaConsumer, topic: str) -> list[Letter]:
                     letter = DeadLetter.model_validate_json(record.value)
                     found.append(Letter(record.partition, record.offset, letter))
     return sorted(found, key=lambda x: (x.letter.failed_at, x.partition, x.offset))
-
-
-async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
-    await consumer._client.force_metadata_update()
-    partitions = consumer.partitions_for_topic(topic)
-    if not partitions:
-        raise LookupError(f"topic {topic!r} does not exist: has the service run yet?")
-    return set(partitions)
 
 
 async def list_letters(settings: Settings) -> list[Letter]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -14,18 +13,14 @@ from pydantic import ValidationError
 
 from events.common import MAX_MESSAGE_BYTES
 from events.inputs import CANCELLATION_EVENTS, ORDER_EVENTS, RECEIPT_EVENTS, InputEvent
-from services.faults import crash_point
+from services.adapters.faults import crash_point
+from services.adapters.kafka import source_of, tracking_name
+from services.adapters.logs import get_logger
+from services.adapters.metrics import DEAD_LETTERED, DUPLICATES
+from services.adapters.settings import Settings
 from services.intake.application import Input, Intake
-from services.intake.domain import Source
-from services.logs import get_logger
-from services.metrics import DEAD_LETTERED, DUPLICATES
-from services.settings import Settings
 
 log = get_logger(__name__)
-
-
-def tracking_name(topic: str, partition: int) -> str:
-    return f"{topic}-{partition}"
 
 
 class IntakeHandler:
@@ -130,24 +125,6 @@ class IntakeHandler:
             return Input(source, error=f"invalid {event_type}: {_summarise(error)}")
         except (ValueError, RecursionError, OverflowError) as error:
             return Input(source, error=f"invalid {event_type}: {type(error).__name__}: {error}")
-
-
-def source_of(record: ConsumerRecord) -> Source:
-    """The coordinates and original bytes of a message, for its dead letter."""
-    value: bytes = record.value or b""
-    try:
-        payload, encoding = value.decode("utf-8"), "utf-8"
-    except UnicodeDecodeError:
-        payload, encoding = base64.b64encode(value).decode("ascii"), "base64"
-    key: bytes | None = record.key
-    return Source(
-        topic=record.topic,
-        partition=record.partition,
-        offset=record.offset,
-        key=None if key is None else key.decode("utf-8", errors="replace"),
-        payload=payload,
-        payload_encoding=encoding,
-    )
 
 
 def _summarise(error: ValidationError) -> str:

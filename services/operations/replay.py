@@ -17,6 +17,7 @@ from services.allocation.application import Allocation
 from services.allocation.translate import decision_message
 from services.intake.application import Intake
 from services.intake.translate import sku_command_messages
+from services.kernel.positions import IntakePosition
 
 Progress = Callable[[int, int], None]
 
@@ -53,7 +54,7 @@ def rederive(
             into.apply_commands(pending, tracking=None)
             applied += len(pending)
             if progress:
-                progress(message.position // 1000, total)
+                progress(IntakePosition.of_message(message.position).notification_id, total)
             pending = []
     if pending:
         into.apply_commands(pending, tracking=None)

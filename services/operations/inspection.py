@@ -18,7 +18,7 @@ from services.allocation.application import Allocation
 from services.allocation.domain import Line, sku_aggregate_id
 from services.intake.application import Intake
 from services.intake.domain import Order, order_aggregate_id
-from services.replay import Progress, decisions_of, rederive
+from services.operations.replay import Progress, decisions_of, rederive
 
 
 @dataclass(frozen=True)

@@ -7,18 +7,20 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from events.topics import DEFAULT_BROKER, DEFAULT_TOPICS
+
 
 class Topics(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TOPIC_", extra="ignore")
 
-    orders: str = "orders"
-    cancellations: str = "cancellations"
-    receipts: str = "receipts"
-    sku_commands: str = "sku-commands"
-    decisions: str = "allocation-decisions"
-    dead_letters: str = "fulfillment-dlq"
-    demand_history: str = "demand-history"
-    backorder_queue: str = "backorder-queue"
+    orders: str = DEFAULT_TOPICS["orders"]
+    cancellations: str = DEFAULT_TOPICS["cancellations"]
+    receipts: str = DEFAULT_TOPICS["receipts"]
+    sku_commands: str = DEFAULT_TOPICS["sku_commands"]
+    decisions: str = DEFAULT_TOPICS["decisions"]
+    dead_letters: str = DEFAULT_TOPICS["dead_letters"]
+    demand_history: str = DEFAULT_TOPICS["demand_history"]
+    backorder_queue: str = DEFAULT_TOPICS["backorder_queue"]
 
     def inputs(self) -> list[str]:
         return [self.orders, self.cancellations, self.receipts]
@@ -30,7 +32,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore")
 
     kafka_bootstrap_servers: str = Field(
-        default="127.0.0.1:9092", description="Comma-separated host:port list."
+        default=DEFAULT_BROKER, description="Comma-separated host:port list."
     )
     database_url: str = Field(
         default="sqlite:///data/fulfillment",

@@ -9,6 +9,7 @@ partitions in one batch and its ack policies commit offsets we must not trust.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import functools
 from collections.abc import Awaitable, Callable, Sequence
@@ -21,9 +22,10 @@ from aiokafka.partitioner import murmur2
 from aiokafka.structs import ConsumerRecord
 
 from events.common import MAX_MESSAGE_BYTES
-from services.logs import get_logger
-from services.metrics import BATCH_FAILURES, BATCH_SECONDS, CONSUMED
-from services.settings import Settings
+from services.adapters.logs import get_logger
+from services.adapters.metrics import BATCH_FAILURES, BATCH_SECONDS, CONSUMED
+from services.adapters.settings import Settings
+from services.kernel.dead_letters import Source
 
 log = get_logger(__name__)
 
@@ -284,7 +286,56 @@ def _names(partitions: set[TopicPartition]) -> list[str]:
 
 
 def header(record: ConsumerRecord, name: str) -> bytes | None:
+    """The value of a message's header, or None if it has none of that name."""
     for key, value in record.headers or ():
         if key == name:
             return bytes(value)
     return None
+
+
+def source_position(record: ConsumerRecord) -> int | None:
+    """The intake or allocation position a relay stamped on a message; None if unmarked."""
+    mark = header(record, SOURCE_POSITION_HEADER)
+    try:
+        return None if mark is None else int(mark)
+    except ValueError:
+        return None
+
+
+def tracking_name(topic: str, partition: int) -> str:
+    """The name under which a consumer records how far it got in one topic partition."""
+    return f"{topic}-{partition}"
+
+
+async def partitions_of(
+    consumer: AIOKafkaConsumer, topic: str, wait_seconds: float = 0
+) -> set[int]:
+    """The topic's partitions as the broker knows them now, waiting up to `wait_seconds` for
+    the topic to appear; LookupError if it does not."""
+    deadline = asyncio.get_running_loop().time() + wait_seconds
+    while True:
+        await consumer._client.force_metadata_update()
+        found = consumer.partitions_for_topic(topic)
+        if found:
+            return set(found)
+        if asyncio.get_running_loop().time() >= deadline:
+            raise LookupError(f"topic {topic!r} does not exist: has the service run yet?")
+        await asyncio.sleep(0.2)
+
+
+def source_of(record: ConsumerRecord) -> Source:
+    """The coordinates and original bytes of a message, for its dead letter."""
+    value: bytes = record.value or b""
+    try:
+        payload, encoding = value.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        payload, encoding = base64.b64encode(value).decode("ascii"), "base64"
+    key: bytes | None = record.key
+    return Source(
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        key=None if key is None else key.decode("utf-8", errors="replace"),
+        payload=payload,
+        payload_encoding=encoding,
+    )

@@ -16,8 +16,8 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from services.kafka import SOURCE_POSITION_HEADER
-from services.settings import Settings
+from services.adapters.kafka import partitions_of, source_position
+from services.adapters.settings import Settings
 
 DEMO_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:fulfillment:demo")
 
@@ -194,7 +194,7 @@ class _Watch:
         partitions = [
             TopicPartition(topic, p)
             for topic in (topics.decisions, topics.dead_letters, topics.sku_commands)
-            for p in await _partitions(self.consumer, topic)
+            for p in await partitions_of(self.consumer, topic, wait_seconds=10)
         ]
         self.consumer.assign(partitions)
         await self.consumer.seek_to_end(*partitions)
@@ -228,7 +228,7 @@ class _Watch:
             body = json.loads(record.value)
             if record.topic == topics.decisions and body.get("sku") == self.plan.sku:
                 if body["decision_id"] not in known:  # a relay's resend is deduped here
-                    found[body["decision_id"]] = (_position(record), body)
+                    found[body["decision_id"]] = (source_position(record) or 0, body)
             elif record.topic == topics.sku_commands and body.get("sku") == self.plan.sku:
                 self.recorded += 1
             elif record.topic == topics.dead_letters and self.plan.run_id in (body["key"] or ""):
@@ -270,23 +270,6 @@ async def play(
         await consumer.stop()
     plan.position = watch.position
     return plan, watch.decisions, watch.dead_letters
-
-
-def _position(record: Any) -> int:
-    for key, value in record.headers or ():
-        if key == SOURCE_POSITION_HEADER:
-            return int(value)
-    return 0
-
-
-async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
-    for _ in range(50):
-        await consumer._client.force_metadata_update()
-        found = consumer.partitions_for_topic(topic)
-        if found:
-            return set(found)
-        await asyncio.sleep(0.2)
-    raise RuntimeError(f"topic {topic!r} not found: is `fulfillment run` running?")
 
 
 async def read_back(settings: Settings, plan: Scenario, api_url: str) -> dict[str, Any]:

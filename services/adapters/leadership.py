@@ -17,9 +17,9 @@ import fcntl
 import re
 from typing import IO, Any, Protocol
 
-from services.logs import get_logger
-from services.metrics import LEADING
-from services.store import is_postgres, postgres_dsn, sqlite_path
+from services.adapters.logs import get_logger
+from services.adapters.metrics import LEADING
+from services.adapters.store import is_postgres, postgres_dsn, sqlite_path
 
 log = get_logger(__name__)
 
