@@ -16,6 +16,7 @@ from projections.runner import ReadModels
 from services.adapters.leadership import STANDBY_RETRY, Leadership
 from services.adapters.logs import get_logger
 from services.adapters.metrics import PUBLISHED
+from services.adapters.retries import supervise
 from services.adapters.settings import Settings
 
 log = get_logger(__name__)
@@ -30,20 +31,21 @@ async def publish_changes(
         "backorder-queue": settings.topics.backorder_queue,
     }
     leadership = Leadership(settings.database_url, "projections:publish")
+
+    async def step() -> None:
+        idle = settings.relay_idle_interval * 4
+        if not await asyncio.to_thread(leadership.lead):
+            idle = STANDBY_RETRY  # another process publishes the changes
+        elif await _publish_page(models, producer, topics):
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), timeout=idle)
+
+    def retrying(error: Exception) -> None:
+        log.warning("read-model publisher retrying after error", error=repr(error))
+
     try:
-        while not stopping.is_set():
-            idle = settings.relay_idle_interval * 4
-            try:
-                if not await asyncio.to_thread(leadership.lead):
-                    idle = STANDBY_RETRY  # another process publishes the changes
-                elif await _publish_page(models, producer, topics):
-                    continue
-            except Exception as error:
-                log.warning("read-model publisher retrying after error", error=repr(error))
-                await asyncio.sleep(1.0)
-                continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), timeout=idle)
+        await supervise(step, stopping=stopping, on_error=retrying)
     finally:
         await asyncio.to_thread(leadership.step_down)
 

@@ -24,6 +24,7 @@ from projections.models import NAMES, PROJECTIONS, Change, Projection
 from projections.store import ReadStore, Tx
 from services.adapters.faults import crash_point
 from services.adapters.logs import get_logger
+from services.adapters.retries import supervise
 from services.allocation.application import Allocation
 
 log = get_logger(__name__)
@@ -210,14 +211,15 @@ def day_value(store: ReadStore, day: str) -> Any:
 async def follow(
     models: ReadModels, stopping: asyncio.Event, idle: float = 0.05, page: int = 500
 ) -> None:
-    """Keeps the read models caught up until asked to stop."""
-    while not stopping.is_set():
-        try:
-            applied = await asyncio.to_thread(models.catch_up, page)
-        except Exception as error:
-            log.warning("read models retrying after error", error=repr(error))
-            applied = 0
-            await asyncio.sleep(1.0)
-        if not applied:
+    """Keeps the read models caught up until asked to stop; errors wait out the retry
+    policy (services.adapters.retries), however long the store is away."""
+
+    async def step() -> None:
+        if not await asyncio.to_thread(models.catch_up, page):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), timeout=idle)
+
+    def retrying(error: Exception) -> None:
+        log.warning("read models retrying after error", error=repr(error))
+
+    await supervise(step, stopping=stopping, on_error=retrying)

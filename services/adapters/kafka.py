@@ -24,6 +24,7 @@ from aiokafka.structs import ConsumerRecord
 from events.common import MAX_MESSAGE_BYTES
 from services.adapters.logs import get_logger
 from services.adapters.metrics import BATCH_FAILURES, BATCH_SECONDS, CONSUMED
+from services.adapters.retries import STARTUP, supervise
 from services.adapters.settings import Settings
 from services.kernel.dead_letters import Source
 
@@ -78,17 +79,29 @@ async def ensure_topics(settings: Settings) -> dict[str, int]:
             with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(missing)
             log.info("topics created", topics=[topic.name for topic in missing])
-        descriptions = await admin.describe_topics(list(wanted))
-        counts = {d["topic"]: len(d["partitions"]) for d in descriptions}
-        for attempt in range(50):  # a new topic's metadata can lag its creation
-            if all(counts.get(name) for name in wanted):
-                break
-            await asyncio.sleep(0.1 * (attempt + 1))
+
+        async def described() -> dict[str, int]:
             descriptions = await admin.describe_topics(list(wanted))
             counts = {d["topic"]: len(d["partitions"]) for d in descriptions}
-        return counts
+            missing = [name for name in wanted if not counts.get(name)]
+            if missing:  # a new topic's metadata can lag its creation
+                raise _MetadataLagError(counts, missing)
+            return counts
+
+        try:
+            return await STARTUP.call_async(_MetadataLagError, described)
+        except _MetadataLagError as lag:
+            return lag.counts
     finally:
         await admin.close()
+
+
+class _MetadataLagError(Exception):
+    """Some topic has no partitions yet in the broker's answer: asked again (STARTUP)."""
+
+    def __init__(self, counts: dict[str, int], missing: list[str]) -> None:
+        super().__init__(f"no partitions yet for {missing}")
+        self.counts = counts
 
 
 def _topic_configs(settings: Settings, name: str) -> dict[str, str]:
@@ -190,6 +203,15 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         log.info("partitions assigned", stage=self.loop.handler.stage, partitions=_names(assigned))
 
 
+class BatchRolledBackError(Exception):
+    """A stage's batch failed and was rolled back; its partitions are read again after the
+    retry policy's wait."""
+
+    def __init__(self, partitions: Sequence[TopicPartition]) -> None:
+        super().__init__(f"batches rolled back: {_names(set(partitions))}")
+        self.partitions = list(partitions)
+
+
 class BatchConsumer:
     """Takes per-partition batches, hands each to the stage, then commits the offset hint."""
 
@@ -210,6 +232,8 @@ class BatchConsumer:
         self.group_id = group_id
         self.consumer_options = consumer_options or {}
         self.consumer: Any = None  # created in run(): nothing connects before it
+        # Partitions whose batch rolled back, and the offset it started at (see _rewind).
+        self.rewinds: dict[TopicPartition, int] = {}
 
     def _consumer(self) -> AIOKafkaConsumer:
         return AIOKafkaConsumer(
@@ -238,18 +262,45 @@ class BatchConsumer:
         if ready is not None:
             await ready()
         try:
-            while not self.stopping.is_set():
-                batches = await self.consumer.getmany(
-                    timeout_ms=self.settings.batch_timeout_ms * 5,
-                    max_records=self.settings.batch_max_records,
-                )
-                for partition, records in batches.items():
-                    if self.stopping.is_set():
-                        break
-                    if records:
-                        await self._handle(partition, records)
+            # A rolled-back batch is read again after the retry policy's wait, which grows
+            # while batches keep failing (a store outage) and ends at once on stop().
+            await supervise(self._poll, stopping=self.stopping, on=BatchRolledBackError)
         finally:
             await self.consumer.stop()
+
+    async def _poll(self) -> None:
+        """One fetch: each partition's batch to the stage; BatchRolledBackError if any failed."""
+        await self._rewind()
+        batches = await self.consumer.getmany(
+            timeout_ms=self.settings.batch_timeout_ms * 5,
+            max_records=self.settings.batch_max_records,
+        )
+        for partition, records in batches.items():
+            if self.stopping.is_set():
+                break
+            if records:
+                await self._handle(partition, records)
+        if self.rewinds:  # after the other partitions' batches: they were fetched already
+            raise BatchRolledBackError(sorted(self.rewinds))
+
+    async def _rewind(self) -> None:
+        """Before reading on after the wait: read again from the batch start, then from the
+        position re-read from the store (the handler forgot it when its save failed)."""
+        async with self.batch_lock:
+            for partition, offset in sorted(self.rewinds.items()):
+                if partition in self.consumer.assignment():  # else the new owner resumes it
+                    self.consumer.seek(partition, offset)
+                    try:
+                        await self.resume({partition})
+                    except Exception as error:  # the store is still down: wait, then again
+                        log.warning(
+                            "cannot re-read the stored position; retrying",
+                            stage=self.handler.stage,
+                            partition=f"{partition.topic}-{partition.partition}",
+                            error=repr(error),
+                        )
+                        raise BatchRolledBackError([partition]) from error
+                del self.rewinds[partition]
 
     async def _handle(self, partition: TopicPartition, records: list[ConsumerRecord]) -> None:
         async with self.batch_lock:
@@ -268,10 +319,7 @@ class BatchConsumer:
                     first_offset=records[0].offset,
                     error=repr(error),
                 )
-                await asyncio.sleep(1.0)
-                # Re-read the position from the store, then read again from the batch start.
-                self.consumer.seek(partition, records[0].offset)
-                await self.resume({partition})
+                self.rewinds[partition] = records[0].offset  # _rewind, after the wait
                 return
         with contextlib.suppress(CommitFailedError, KafkaError):
             # Only a hint of where to start reading; the store holds the truth.

@@ -24,7 +24,9 @@ from services.adapters.store import is_postgres, postgres_dsn, sqlite_path
 log = get_logger(__name__)
 
 # How often a process standing by asks for the lead: the longest a log waits for a new
-# leader after the old one stopped (a killed one frees its lock at once).
+# leader after the old one stopped (a killed one frees its lock at once). A poll interval, not
+# an error retry, so not the backoff of services.adapters.retries: standing by is the normal
+# state of every process but one, and a growing wait would only lengthen the takeover.
 STANDBY_RETRY = 1.0
 
 

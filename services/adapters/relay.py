@@ -22,6 +22,7 @@ from services.adapters.kafka import SOURCE_POSITION_HEADER
 from services.adapters.leadership import STANDBY_RETRY, Leadership
 from services.adapters.logs import get_logger
 from services.adapters.metrics import PUBLISHED, RELAY_POSITION
+from services.adapters.retries import supervise
 from services.adapters.settings import Settings
 
 log = get_logger(__name__)
@@ -57,6 +58,7 @@ class Relay:
         self.settings = settings
         self.stopping = asyncio.Event()
         self.tracking_name = f"relay:{name}"
+        self.published: int | None = None  # how far it got; None: ask the store
 
     @property
     def recorder(self) -> ProcessRecorder:
@@ -80,39 +82,37 @@ class Relay:
 
     async def run(self) -> None:
         leadership = Leadership(self.settings.database_url, f"relay:{self.name}")
-        position = await asyncio.to_thread(self.position)
-        log.info("relay started", relay=self.name, position=position)
+        self.published = await asyncio.to_thread(self.position)
+        log.info("relay started", relay=self.name, position=self.published)
         try:
-            await self._run(leadership, position)
+            await supervise(
+                lambda: self._step(leadership), stopping=self.stopping, on_error=self._retrying
+            )
         finally:
             await asyncio.to_thread(leadership.step_down)
 
-    async def _run(self, leadership: Leadership, position: int) -> None:
-        while not self.stopping.is_set():
-            try:
-                was_leading = leadership.leading
-                if not await asyncio.to_thread(leadership.lead):
-                    await self._idle(STANDBY_RETRY)  # another process publishes this log
-                    continue
-                if not was_leading:  # another leader may have moved the position on
-                    position = await asyncio.to_thread(self.position)
-                out, last = await asyncio.to_thread(self._read, position)
-                if last == position:
-                    await self._idle()
-                    continue
-                await self.publish(out)
-                crash_point("relay.after_publish")
-                await asyncio.to_thread(
-                    self.recorder.insert_tracking, Tracking(self.tracking_name, last)
-                )
-                position = last
-                RELAY_POSITION.labels(self.name).set(position)
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:
-                log.warning("relay retrying after error", relay=self.name, error=repr(error))
-                await asyncio.sleep(1.0)
-                position = await asyncio.to_thread(self.position)
+    def _retrying(self, error: Exception) -> None:
+        log.warning("relay retrying after error", relay=self.name, error=repr(error))
+        self.published = None  # the store says how far we got before the error
+
+    async def _step(self, leadership: Leadership) -> None:
+        """Publishes one batch of the log while leading, or waits for more (or for the lead)."""
+        was_leading = leadership.leading
+        if not await asyncio.to_thread(leadership.lead):
+            await self._idle(STANDBY_RETRY)  # another process publishes this log
+            return
+        if self.published is None or not was_leading:  # another leader may have moved it on
+            self.published = await asyncio.to_thread(self.position)
+        position = self.published
+        out, last = await asyncio.to_thread(self._read, position)
+        if last == position:
+            await self._idle()
+            return
+        await self.publish(out)
+        crash_point("relay.after_publish")
+        await asyncio.to_thread(self.recorder.insert_tracking, Tracking(self.tracking_name, last))
+        self.published = last
+        RELAY_POSITION.labels(self.name).set(last)
 
     async def publish(self, out: Sequence[Outgoing]) -> None:
         futures = [

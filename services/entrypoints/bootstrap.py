@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import random
-import time
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -13,6 +11,7 @@ from eventsourcing.persistence import PersistenceError
 from projections.runner import ReadModels
 from projections.store import ReadStore
 from services.adapters import faults
+from services.adapters.retries import STARTUP
 from services.adapters.settings import Settings
 from services.adapters.store import application_env, ensure_schema
 from services.allocation.application import Allocation
@@ -29,17 +28,14 @@ def cache_env(settings: Settings) -> dict[str, str]:
     }
 
 
+# What losing the race below looks like.
+_RACE_LOST = (PersistenceError, psycopg.errors.UniqueViolation, psycopg.errors.DuplicateObject)
+
+
 def _racing(build: Callable[[], T]) -> T:
     """Stages started together create the same schema, tables and views at once, and
-    PostgreSQL's IF NOT EXISTS is not safe against that race: the loser retries."""
-    for attempt in range(5):
-        try:
-            return build()
-        except (PersistenceError, psycopg.errors.UniqueViolation, psycopg.errors.DuplicateObject):
-            if attempt == 4:
-                raise
-            time.sleep(0.2 + random.random() * 0.5)
-    raise AssertionError("unreachable")
+    PostgreSQL's IF NOT EXISTS is not safe against that race: the loser retries (STARTUP)."""
+    return STARTUP.call(_RACE_LOST, build)
 
 
 def build_intake(settings: Settings) -> Intake:

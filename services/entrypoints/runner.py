@@ -7,7 +7,8 @@ import contextlib
 import signal
 import socket
 from collections.abc import Awaitable, Callable, Collection, Coroutine
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
 
 import prometheus_client
 import psycopg
@@ -19,6 +20,7 @@ from projections.publisher import publish_changes
 from projections.runner import ReadModels, follow
 from services.adapters.kafka import (
     BatchConsumer,
+    BatchHandler,
     ConfigurationError,
     check_partition_count,
     ensure_topics,
@@ -39,9 +41,108 @@ from services.intake.outbox import intake_outgoing
 
 log = get_logger(__name__)
 
-STAGES = ("intake", "allocation", "relay", "projections", "api")
-
+T = TypeVar("T")
+Store = Literal["intake", "allocation", "read_models"]
 Task = tuple[str, Callable[[], Coroutine[Any, Any, None]], Callable[[], None]]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """What a stage needs opened before it starts, and how it starts: `start` adds the
+    stage's tasks (run, stop) and cleanups to the service, its stores being open by then."""
+
+    needs: frozenset[Store]
+    start: Callable[[Service], Awaitable[None]]
+
+
+async def _start_intake(service: Service) -> None:
+    settings = service.settings
+    handler = IntakeHandler(_opened(service.intake), settings)
+    service.consume("intake", settings.topics.inputs(), handler)
+
+
+async def _start_allocation(service: Service) -> None:
+    handler = AllocationHandler(_opened(service.allocation))
+    service.consume("allocation", [service.settings.topics.sku_commands], handler)
+
+
+async def _start_relay(service: Service) -> None:
+    """One producer for both logs; intake's routes SKUs with the count pinned in the stores."""
+    settings, topics = service.settings, service.settings.topics
+    intake, allocation = _opened(service.intake), _opened(service.allocation)
+    producer = make_producer(settings)
+    await producer.start()
+    service.cleanup("relay producer", producer.stop)
+    sku_partitions = _opened(service.sku_partitions)
+    for relay in (
+        Relay(
+            topics.sku_commands,
+            intake,
+            intake_outgoing(settings, sku_partitions),
+            producer,
+            settings,
+        ),
+        Relay(topics.decisions, allocation, allocation_outgoing(settings), producer, settings),
+    ):
+        service.task(f"relay:{relay.name}", relay.run, relay.stop)
+
+
+async def _start_projections(service: Service) -> None:
+    settings, models = service.settings, _opened(service.read_models)
+    stopping = asyncio.Event()
+
+    async def feed() -> None:
+        await follow(models, stopping, idle=settings.relay_idle_interval)
+
+    service.task("projections", feed, stopping.set)
+    if settings.publish_read_models:
+
+        async def stream() -> None:
+            producer = make_producer(settings)
+            await producer.start()
+            try:
+                await publish_changes(models, producer, settings, stopping)
+            finally:
+                await producer.stop()
+
+        service.task("projections:publish", stream, stopping.set)
+
+
+async def _start_api(service: Service) -> None:
+    """Its port was checked before anything else started (Service._build)."""
+    settings, models = service.settings, _opened(service.read_models)
+    admin = AIOKafkaAdminClient(**settings.kafka_client_options())
+    await admin.start()
+    service.cleanup("api Kafka admin client", admin.close)
+
+    async def kafka_ready() -> None:
+        await admin.describe_cluster()
+
+    app = create_app(models, settings, kafka_ready)
+    config = uvicorn.Config(
+        app, host=settings.http_host, port=settings.http_port, log_level="warning", lifespan="off"
+    )
+    server = uvicorn.Server(config)
+    service.api = server
+
+    async def serve() -> None:
+        await server.serve()
+
+    def stop() -> None:
+        server.should_exit = True
+
+    service.task("api", serve, stop)
+
+
+# The one place that says what each stage needs and how it starts; they start in this order.
+STAGE_TABLE: dict[str, Stage] = {
+    "intake": Stage(frozenset({"intake"}), _start_intake),
+    "allocation": Stage(frozenset({"allocation"}), _start_allocation),
+    "relay": Stage(frozenset({"intake", "allocation"}), _start_relay),
+    "projections": Stage(frozenset({"allocation", "read_models"}), _start_projections),
+    "api": Stage(frozenset({"allocation", "read_models"}), _start_api),
+}
+STAGES = tuple(STAGE_TABLE)
 
 
 class Service:
@@ -53,26 +154,52 @@ class Service:
         self.intake: Intake | None = None
         self.allocation: Allocation | None = None
         self.read_models: ReadModels | None = None
+        self.sku_partitions: int | None = None  # pinned in the stores (check_partition_count)
         self.api: uvicorn.Server | None = None
         self._tasks: list[Task] = []
-        self._cleanups: list[Callable[[], Awaitable[Any]]] = []
+        # Every cleanup runs, in reverse order, even when one before it fails (see cleanup).
+        self._cleanups = contextlib.AsyncExitStack()
         self._stopping = asyncio.Event()
         self.started = asyncio.Event()
 
+    def task(
+        self, name: str, run: Callable[[], Coroutine[Any, Any, None]], stop: Callable[[], None]
+    ) -> None:
+        """A task `run()` starts, and how to ask it to finish (it must then return)."""
+        self._tasks.append((name, run, stop))
+
+    def cleanup(self, what: str, close: Callable[[], Awaitable[Any]]) -> None:
+        """Something to close once the tasks ended; its error is logged, the rest still run."""
+
+        async def logged() -> None:
+            try:
+                await close()
+            except Exception as error:
+                log.error("cleanup failed", cleanup=what, error=repr(error))
+
+        self._cleanups.push_async_callback(logged)
+
+    def consume(self, stage: str, topics: list[str], handler: BatchHandler) -> None:
+        loop = BatchConsumer(
+            self.settings, topics, f"{self.settings.consumer_group}-{stage}", handler
+        )
+        self.task(stage, loop.run, loop.stop)
+
     async def _build(self) -> None:
-        settings, topics, stages = self.settings, self.settings.topics, self.stages
-        if "api" in stages:
+        settings, topics = self.settings, self.settings.topics
+        stages = [STAGE_TABLE[name] for name in STAGES if name in self.stages]
+        if "api" in self.stages:
             _check_port_free(settings.http_host, settings.http_port)
         elif settings.metrics_port is not None:
             self._serve_metrics(settings.http_host, settings.metrics_port)
         counts = await ensure_topics(settings)
         log.info(
             "starting",
-            stages=sorted(stages),
+            stages=sorted(self.stages),
             kafka=settings.kafka_bootstrap_servers,
             database=redact(settings.database_url),
         )
-        await self._open_stores()
+        await self._open_stores(frozenset().union(*(stage.needs for stage in stages)))
         pinned = {
             check_partition_count(
                 app.process_recorder, topics.sku_commands, counts[topics.sku_commands]
@@ -86,17 +213,9 @@ class Service:
                 f"partition counts ({sorted(pinned)}): they are not one deployment's stores; "
                 "check DATABASE_URL"
             )
-        if "intake" in stages and self.intake is not None:
-            self._consume("intake", topics.inputs(), IntakeHandler(self.intake, settings))
-        if "allocation" in stages and self.allocation is not None:
-            self._consume("allocation", [topics.sku_commands], AllocationHandler(self.allocation))
-        if "relay" in stages and self.intake is not None and self.allocation is not None:
-            await self._relay(self.intake, self.allocation, sku_partitions=pinned.pop())
-
-        if "projections" in stages and self.read_models is not None:
-            self._follow(self.read_models)
-        if "api" in stages and self.read_models is not None:
-            await self._serve_api(self.read_models)
+        self.sku_partitions = next(iter(pinned), None)
+        for stage in stages:
+            await stage.start(self)
 
     def _serve_metrics(self, host: str, port: int) -> None:
         """Stages without the HTTP API still show their metrics (a relay's lead, a lag)."""
@@ -107,95 +226,26 @@ class Service:
             await asyncio.to_thread(server.shutdown)
             server.server_close()
 
-        self._cleanups.append(stop)
+        self.cleanup("metrics server", stop)
         log.info("serving metrics", port=port)
 
-    async def _open_stores(self) -> None:
-        settings, stages = self.settings, self.stages
+    async def _open_stores(self, needed: frozenset[Store]) -> None:
+        """Opens what the stages need; read models are built over the allocation store."""
+        settings = self.settings
         try:
-            if {"intake", "relay"} & stages:
+            if "intake" in needed:
                 self.intake = await asyncio.to_thread(build_intake, settings)
-            if {"allocation", "relay", "projections", "api"} & stages:
+            if "allocation" in needed:
                 self.allocation = await asyncio.to_thread(build_allocation, settings)
-            if {"projections", "api"} & stages and self.allocation is not None:
+            if "read_models" in needed:
                 self.read_models = await asyncio.to_thread(
-                    build_read_models, settings, self.allocation
+                    build_read_models, settings, _opened(self.allocation)
                 )
         except (DatabaseUrlError, PersistenceError, OSError, psycopg.Error) as error:
             raise ConfigurationError(
                 f"cannot open the store at {redact(settings.database_url)} ({error}); "
                 "start PostgreSQL (make postgres) or fix DATABASE_URL"
             ) from error
-
-    async def _relay(self, intake: Intake, allocation: Allocation, *, sku_partitions: int) -> None:
-        """`sku_partitions`: the count pinned in the stores (check_partition_count)."""
-        settings, topics = self.settings, self.settings.topics
-        producer = make_producer(settings)
-        await producer.start()
-        self._cleanups.append(producer.stop)
-        for relay in (
-            Relay(
-                topics.sku_commands,
-                intake,
-                intake_outgoing(settings, sku_partitions),
-                producer,
-                settings,
-            ),
-            Relay(topics.decisions, allocation, allocation_outgoing(settings), producer, settings),
-        ):
-            self._tasks.append((f"relay:{relay.name}", relay.run, relay.stop))
-
-    def _follow(self, models: ReadModels) -> None:
-        stopping = asyncio.Event()
-
-        async def feed() -> None:
-            await follow(models, stopping, idle=self.settings.relay_idle_interval)
-
-        self._tasks.append(("projections", feed, stopping.set))
-        if self.settings.publish_read_models:
-
-            async def stream() -> None:
-                producer = make_producer(self.settings)
-                await producer.start()
-                try:
-                    await publish_changes(models, producer, self.settings, stopping)
-                finally:
-                    await producer.stop()
-
-            self._tasks.append(("projections:publish", stream, stopping.set))
-
-    async def _serve_api(self, models: ReadModels) -> None:
-        admin = AIOKafkaAdminClient(**self.settings.kafka_client_options())
-        await admin.start()
-        self._cleanups.append(admin.close)
-
-        async def kafka_ready() -> None:
-            await admin.describe_cluster()
-
-        app = create_app(models, self.settings, kafka_ready)
-        config = uvicorn.Config(
-            app,
-            host=self.settings.http_host,
-            port=self.settings.http_port,
-            log_level="warning",
-            lifespan="off",
-        )
-        server = uvicorn.Server(config)
-        self.api = server
-
-        async def serve() -> None:
-            await server.serve()
-
-        def stop() -> None:
-            server.should_exit = True
-
-        self._tasks.append(("api", serve, stop))
-
-    def _consume(self, stage: str, topics: list[str], handler: Any) -> None:
-        loop = BatchConsumer(
-            self.settings, topics, f"{self.settings.consumer_group}-{stage}", handler
-        )
-        self._tasks.append((stage, loop.run, loop.stop))
 
     def stop(self) -> None:
         self._stopping.set()
@@ -204,25 +254,34 @@ class Service:
 
     async def run(self) -> None:
         try:
-            await self._build()
-            if self._stopping.is_set():
-                return
-            tasks = {asyncio.create_task(run(), name=name): name for name, run, _ in self._tasks}
-            log.info("running", stages=list(tasks.values()))
-            self.started.set()
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-            failed = [task for task in done if not task.cancelled() and task.exception()]
-            for task in failed:
-                log.error("stage failed; stopping", stage=tasks[task], error=repr(task.exception()))
-            if failed:
-                self.stop()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            if failed:
-                raise failed[0].exception()  # type: ignore[misc]
+            async with self._cleanups:
+                await self._build()
+                if self._stopping.is_set():
+                    return
+                tasks = {
+                    asyncio.create_task(run(), name=name): name for name, run, _ in self._tasks
+                }
+                log.info("running", stages=list(tasks.values()))
+                self.started.set()
+                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+                failed = [task for task in done if not task.cancelled() and task.exception()]
+                for task in failed:
+                    log.error(
+                        "stage failed; stopping", stage=tasks[task], error=repr(task.exception())
+                    )
+                if failed:
+                    self.stop()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                if failed:
+                    raise failed[0].exception()  # type: ignore[misc]
         finally:
-            for cleanup in self._cleanups:
-                await cleanup()
             log.info("stopped")
+
+
+def _opened(value: T | None) -> T:
+    """A store or count the stage table promised to open before the stage starts."""
+    assert value is not None, "a stage started without what STAGE_TABLE says it needs"
+    return value
 
 
 def _check_port_free(host: str, port: int, variable: str = "HTTP_PORT") -> None:
