@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import socket
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -15,8 +16,10 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from services.adapters.kafka import source_position
+from events.commands import SkuCommands
+from services.adapters.kafka import partitions_of, source_position
 from services.adapters.settings import Settings, Topics
+from services.entrypoints.bootstrap import build_allocation, build_intake, build_read_models
 from services.entrypoints.runner import STAGES, Service
 
 T0 = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
@@ -181,6 +184,19 @@ async def publish(settings: Settings, messages: Sequence[tuple[str, str, bytes]]
                 await producer.stop()
 
 
+async def until(
+    holds: Callable[[], bool], *, what: str, timeout: float = 60, every: float = 0.2
+) -> None:
+    """Waits for an effect, checking `holds` (run in a thread: it may read a store) until it
+    is true; fails with `what` after `timeout` s. Tests wait for effects, never for time."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not await asyncio.to_thread(holds):
+        if loop.time() >= deadline:
+            raise AssertionError(f"not within {timeout} s: {what}")
+        await asyncio.sleep(every)
+
+
 def as_json(body: dict[str, Any]) -> bytes:
     return json.dumps(body).encode()
 
@@ -191,33 +207,33 @@ async def read_topic(
     *,
     until: Callable[[list[ConsumerRecord]], bool],
     timeout: float = 60,
-    settle: float = 0.0,
+    to_end: bool = False,
 ) -> list[ConsumerRecord]:
-    """Everything on a topic from the start, until `until` holds (then `settle` s more)."""
+    """Everything on a topic from the start, until `until` holds; with `to_end`, then also
+    everything up to the topic's end as it stands at that moment. After `drained`, that is
+    all the service will publish: a test can assert that nothing more (no duplicate) came."""
     consumer = AIOKafkaConsumer(**settings.kafka_client_options(), enable_auto_commit=False)
     await consumer.start()
     records: list[ConsumerRecord] = []
     try:
-        partitions: set[int] = set()
-        for _ in range(100):
-            partitions = consumer.partitions_for_topic(topic) or set()
-            if partitions:
-                break
-            await consumer._client.force_metadata_update()
-            await asyncio.sleep(0.1)
+        partitions = await partitions_of(consumer, topic, wait_seconds=10)
         assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
         consumer.assign(assigned)
         await consumer.seek_to_beginning(*assigned)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        settle_until: float | None = None
+        ends: dict[TopicPartition, int] | None = None
         while loop.time() < deadline:
             batch = await consumer.getmany(timeout_ms=200)
             for part in batch.values():
                 records.extend(part)
-            if settle_until is None and until(records):
-                settle_until = loop.time() + settle
-            if settle_until is not None and loop.time() >= settle_until:
+            if ends is None and until(records):
+                if not to_end:
+                    return records
+                ends = await consumer.end_offsets(assigned)
+            if ends is not None and all(
+                [await consumer.position(tp) >= ends[tp] for tp in assigned]
+            ):
                 return records
         raise AssertionError(
             f"timed out after {timeout}s on {topic}: {len(records)} records so far"
@@ -271,3 +287,83 @@ def in_decision_order(records: Sequence[ConsumerRecord]) -> list[dict[str, Any]]
             seen.add(body["decision_id"])
             ordered.append(body)
     return ordered
+
+
+async def _last_positions(settings: Settings) -> tuple[dict[TopicPartition, int], dict[int, int]]:
+    """End offsets of the input topics; the last position on each sku-commands partition."""
+    consumer = AIOKafkaConsumer(**settings.kafka_client_options(), enable_auto_commit=False)
+    await consumer.start()
+    try:
+        topics = settings.topics
+        await consumer._client.force_metadata_update()
+        inputs = [
+            TopicPartition(topic, p)
+            for topic in topics.inputs()
+            for p in consumer.partitions_for_topic(topic) or ()
+        ]
+        commands = [
+            TopicPartition(topics.sku_commands, p)
+            for p in consumer.partitions_for_topic(topics.sku_commands) or ()
+        ]
+        ends = await consumer.end_offsets(inputs + commands)
+        last: dict[int, int] = {}
+        readable = [tp for tp in commands if ends[tp] > 0]
+        if readable:
+            consumer.assign(readable)
+            for tp in readable:
+                consumer.seek(tp, max(0, ends[tp] - 5))
+            async with asyncio.timeout(60):  # fail, never hang, if a fetch gets stuck
+                while not all([await consumer.position(tp) >= ends[tp] for tp in readable]):
+                    batch = await consumer.getmany(timeout_ms=1000)
+                    for tp, records in batch.items():
+                        for record in records:
+                            position = SkuCommands.model_validate_json(record.value).position
+                            last[tp.partition] = max(last.get(tp.partition, 0), position)
+        return {tp: ends[tp] for tp in inputs}, last
+    finally:
+        await consumer.stop()
+
+
+def _behind(settings: Settings, ends: dict[TopicPartition, int], last: dict[int, int]) -> list[str]:
+    intake = build_intake(settings)
+    allocation = build_allocation(settings)
+    models = build_read_models(settings, allocation)
+    behind = []
+    for tp, end in ends.items():
+        done = intake.process_recorder.max_tracking_id(f"{tp.topic}-{tp.partition}")
+        if end and (done is None or done < end - 1):
+            behind.append(f"intake {tp.topic}-{tp.partition}: {done} < {end - 1}")
+    head = intake.recorder.max_notification_id() or 0
+    relayed = intake.process_recorder.max_tracking_id(f"relay:{settings.topics.sku_commands}")
+    if (relayed or 0) < head:
+        behind.append(f"relay sku-commands: {relayed} < {head}")
+    for partition, position in last.items():
+        name = f"{settings.topics.sku_commands}-{partition}"
+        done = allocation.process_recorder.max_tracking_id(name)
+        if (done or 0) < position:
+            behind.append(f"allocation {name}: {done} < {position}")
+    allocation_head = allocation.recorder.max_notification_id() or 0
+    decided = allocation.process_recorder.max_tracking_id(f"relay:{settings.topics.decisions}")
+    if (decided or 0) < allocation_head:
+        behind.append(f"relay decisions: {decided} < {allocation_head}")
+    if models.position() < allocation_head:
+        behind.append(f"read models: {models.position()} < {allocation_head}")
+    models.store.close()
+    return behind
+
+
+async def drained(settings: Settings, timeout: float = 240) -> None:
+    """Waits until every stage has applied everything published so far."""
+    deadline = time.monotonic() + timeout
+    behind: list[str] = ["not checked yet"]
+    while time.monotonic() < deadline:
+        ends, last = await _last_positions(settings)
+        behind = await asyncio.to_thread(_behind, settings, ends, last)
+        if not behind:
+            # Once more: the relays may have published more commands meanwhile.
+            ends, last = await _last_positions(settings)
+            behind = await asyncio.to_thread(_behind, settings, ends, last)
+            if not behind:
+                return
+        await asyncio.sleep(1.0)
+    raise AssertionError(f"not drained after {timeout} s: {behind[:8]}")

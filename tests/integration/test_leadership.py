@@ -17,6 +17,7 @@ import pytest
 from services.adapters.leadership import AdvisoryLock, Leadership
 from tests.harness import (
     as_json,
+    drained,
     isolated_settings,
     order,
     publish,
@@ -81,17 +82,18 @@ async def test_two_whole_services_on_one_store_publish_every_message_once(
         )
     async with running(settings, stages), running(settings, stages):
         await publish(settings, inputs)
+        await drained(settings)
         relayed = await read_topic(
             settings,
             topics.sku_commands,
             until=lambda r: len({json.loads(m.value)["position"] for m in r}) >= len(inputs),
-            settle=3.0,
+            to_end=True,
         )
         decided = await read_topic(
-            settings, topics.decisions, until=lambda r: len(r) >= 30, settle=3.0
+            settings, topics.decisions, until=lambda r: len(r) >= 30, to_end=True
         )
         streamed = await read_topic(
-            settings, topics.demand_history, until=_demand_settled, settle=3.0
+            settings, topics.demand_history, until=_demand_settled, to_end=True
         )
     positions = [json.loads(m.value)["position"] for m in relayed]
     assert len(positions) == len(set(positions)) == len(inputs)

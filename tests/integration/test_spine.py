@@ -15,6 +15,7 @@ from tests.harness import (
     as_json,
     bodies,
     cancellation,
+    drained,
     in_decision_order,
     isolated_settings,
     order,
@@ -66,8 +67,9 @@ async def test_a_multi_sku_order_is_decided_line_by_line(
         await _wait_for_commands(settings, 2)
         placed = order("O-1", [("1", "A", 3), ("2", "B", 2), ("3", "C", 1)], minutes=5)
         await publish(settings, [(topics.orders, "O-1", as_json(placed))])
+        await drained(settings)
         records = await read_topic(
-            settings, topics.decisions, until=lambda r: len(r) >= 4, settle=1.0
+            settings, topics.decisions, until=lambda r: len(r) >= 4, to_end=True
         )
     decided = _decisions(records)
     assert sorted(decided) == sorted(
@@ -112,9 +114,12 @@ async def test_bad_inputs_are_dead_lettered_while_good_ones_around_them_apply(
                 (topics.orders, "O-9", as_json(last)),
             ],
         )
-        dead = await read_topic(settings, topics.dead_letters, until=lambda r: len(r) >= 7)
+        await drained(settings)
+        dead = await read_topic(
+            settings, topics.dead_letters, until=lambda r: len(r) >= 7, to_end=True
+        )
         decided = await read_topic(
-            settings, topics.decisions, until=lambda r: len(r) >= 2, settle=1.0
+            settings, topics.decisions, until=lambda r: len(r) >= 2, to_end=True
         )
     errors = {letter["key"] + ":" + letter["error"] for letter in bodies(dead)}
     assert len(dead) == 7
@@ -211,9 +216,9 @@ async def test_a_restart_mid_stream_resumes_without_loss_or_duplicates(
                 await publish(settings, _messages(settings, phases[name]))
                 expected += _commands_in(phases[name])
                 await _wait_for_commands(settings, expected)
-            # Decisions settle once the allocation relay has caught up.
+            await drained(settings)  # every decision is published
             return await read_topic(
-                settings, settings.topics.decisions, until=lambda r: len(r) > 0, settle=3.0
+                settings, settings.topics.decisions, until=lambda r: len(r) > 0, to_end=True
             )
 
     def fresh(tag: str) -> Settings:

@@ -9,8 +9,17 @@ from aiokafka.admin import AIOKafkaAdminClient, NewPartitions
 
 from services.adapters.kafka import sku_partition
 from services.adapters.settings import Settings
+from services.allocation.application import Allocation
 from services.entrypoints.bootstrap import build_allocation
-from tests.harness import as_json, isolated_settings, publish, read_topic, receipt, running
+from tests.harness import (
+    as_json,
+    isolated_settings,
+    publish,
+    read_topic,
+    receipt,
+    running,
+    until,
+)
 
 pytestmark = pytest.mark.kafka
 
@@ -45,14 +54,18 @@ async def test_partitions_added_to_sku_commands_stay_unused_and_every_sku_keeps_
     settings = isolated_settings(kafka_bootstrap, database_url, sku_commands_partitions=3)
     topics = settings.topics
     skus = [f"S-{n}" for n in range(12)]
+    allocation = build_allocation(settings)  # a reader of the store the service writes
 
     async def receive(round_: int) -> None:
+        """Publishes a receipt of 1 for every SKU and waits until allocation applied them
+        all (the effect itself, not the commands on their way to it)."""
         await publish(
             settings,
             [(topics.receipts, sku, as_json(receipt(f"R-{round_}-{sku}", sku, 1))) for sku in skus],
         )
-        await read_topic(
-            settings, topics.sku_commands, until=lambda r: len(r) >= round_ * len(skus)
+        await until(
+            lambda: received(allocation, skus) == dict.fromkeys(skus, round_),
+            what=f"every SKU has received {round_}",
         )
 
     async with running(settings):
@@ -64,18 +77,21 @@ async def test_partitions_added_to_sku_commands_stay_unused_and_every_sku_keeps_
         await receive(3)
 
     records = await read_topic(
-        settings, topics.sku_commands, until=lambda r: len(r) >= 3 * len(skus), settle=1.0
+        settings, topics.sku_commands, until=lambda r: len(r) >= 3 * len(skus), to_end=True
     )
     homes: dict[str, set[int]] = {}
     for record in records:
         homes.setdefault(record.key.decode(), set()).add(record.partition)
     assert homes == {sku: {sku_partition(sku, 3)} for sku in skus}
     assert len(records) == 3 * len(skus)
-    allocation = build_allocation(settings)
-    for sku in skus:
-        found = allocation.find_sku(sku)
-        assert found is not None
-        assert found.received == 3
+    assert received(allocation, skus) == dict.fromkeys(skus, 3)
+
+
+def received(allocation: Allocation, skus: list[str]) -> dict[str, int]:
+    """What allocation's store says each SKU has received (0 when it has no SKU yet)."""
+    allocation.forget_cached()
+    found = {sku: allocation.find_sku(sku) for sku in skus}
+    return {sku: 0 if state is None else state.received for sku, state in found.items()}
 
 
 async def _add_partitions(settings: Settings, topic: str, total: int) -> None:

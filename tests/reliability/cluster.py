@@ -13,9 +13,8 @@ from pathlib import Path
 import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from events.commands import SkuCommands
+from services.adapters.kafka import partitions_of
 from services.adapters.settings import Settings
-from services.entrypoints.bootstrap import build_allocation, build_intake, build_read_models
 from tests.harness import environment
 
 CLI = str(Path(sys.executable).parent / "fulfillment")
@@ -96,81 +95,37 @@ class Process:
         return f'fulfillment_leading{{role="{role}"}} 1.0' in text
 
 
-async def _last_positions(settings: Settings) -> tuple[dict[TopicPartition, int], dict[int, int]]:
-    """End offsets of the input topics; the last position on each sku-commands partition."""
+async def decisions_published(settings: Settings) -> int:
+    """How many decision messages the service has published so far (all partitions)."""
     consumer = AIOKafkaConsumer(**settings.kafka_client_options(), enable_auto_commit=False)
     await consumer.start()
     try:
-        topics = settings.topics
-        await consumer._client.force_metadata_update()
-        inputs = [
-            TopicPartition(topic, p)
-            for topic in topics.inputs()
-            for p in consumer.partitions_for_topic(topic) or ()
-        ]
-        commands = [
-            TopicPartition(topics.sku_commands, p)
-            for p in consumer.partitions_for_topic(topics.sku_commands) or ()
-        ]
-        ends = await consumer.end_offsets(inputs + commands)
-        last: dict[int, int] = {}
-        readable = [tp for tp in commands if ends[tp] > 0]
-        if readable:
-            consumer.assign(readable)
-            for tp in readable:
-                consumer.seek(tp, max(0, ends[tp] - 5))
-            async with asyncio.timeout(60):  # fail, never hang, if a fetch gets stuck
-                while not all([await consumer.position(tp) >= ends[tp] for tp in readable]):
-                    batch = await consumer.getmany(timeout_ms=1000)
-                    for tp, records in batch.items():
-                        for record in records:
-                            position = SkuCommands.model_validate_json(record.value).position
-                            last[tp.partition] = max(last.get(tp.partition, 0), position)
-        return {tp: ends[tp] for tp in inputs}, last
+        topic = settings.topics.decisions
+        partitions = await partitions_of(consumer, topic, wait_seconds=30)
+        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in partitions])
+        return sum(ends.values())
     finally:
         await consumer.stop()
 
 
-def _behind(settings: Settings, ends: dict[TopicPartition, int], last: dict[int, int]) -> list[str]:
-    intake = build_intake(settings)
-    allocation = build_allocation(settings)
-    models = build_read_models(settings, allocation)
-    behind = []
-    for tp, end in ends.items():
-        done = intake.process_recorder.max_tracking_id(f"{tp.topic}-{tp.partition}")
-        if end and (done is None or done < end - 1):
-            behind.append(f"intake {tp.topic}-{tp.partition}: {done} < {end - 1}")
-    head = intake.recorder.max_notification_id() or 0
-    relayed = intake.process_recorder.max_tracking_id(f"relay:{settings.topics.sku_commands}")
-    if (relayed or 0) < head:
-        behind.append(f"relay sku-commands: {relayed} < {head}")
-    for partition, position in last.items():
-        name = f"{settings.topics.sku_commands}-{partition}"
-        done = allocation.process_recorder.max_tracking_id(name)
-        if (done or 0) < position:
-            behind.append(f"allocation {name}: {done} < {position}")
-    allocation_head = allocation.recorder.max_notification_id() or 0
-    decided = allocation.process_recorder.max_tracking_id(f"relay:{settings.topics.decisions}")
-    if (decided or 0) < allocation_head:
-        behind.append(f"relay decisions: {decided} < {allocation_head}")
-    if models.position() < allocation_head:
-        behind.append(f"read models: {models.position()} < {allocation_head}")
-    models.store.close()
-    return behind
-
-
-async def drained(settings: Settings, timeout: float = 240) -> None:
-    """Waits until every stage has applied everything published so far."""
+async def progressed(
+    settings: Settings,
+    since: int,
+    *,
+    by: int = 10,
+    unless: asyncio.Task[None] | None = None,
+    timeout: float = 120,
+) -> int:
+    """Waits until the service has published `by` decisions more than `since`, so that a fault
+    strikes a service that is working, whatever the machine's speed; returns the new count.
+    Returns at once when `unless` (the workload's publisher) has finished: no more is owed."""
     deadline = time.monotonic() + timeout
-    behind: list[str] = ["not checked yet"]
-    while time.monotonic() < deadline:
-        ends, last = await _last_positions(settings)
-        behind = await asyncio.to_thread(_behind, settings, ends, last)
-        if not behind:
-            # Once more: the relays may have published more commands meanwhile.
-            ends, last = await _last_positions(settings)
-            behind = await asyncio.to_thread(_behind, settings, ends, last)
-            if not behind:
-                return
-        await asyncio.sleep(1.0)
-    raise AssertionError(f"not drained after {timeout} s: {behind[:8]}")
+    while True:
+        count = await decisions_published(settings)
+        if count >= since + by or (unless is not None and unless.done()):
+            return count
+        if time.monotonic() >= deadline:
+            raise AssertionError(
+                f"no progress within {timeout} s: {count} decisions, {since} before"
+            )
+        await asyncio.sleep(0.2)

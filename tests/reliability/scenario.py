@@ -12,9 +12,8 @@ from pathlib import Path
 
 from services.adapters.settings import Settings
 from services.adapters.store import is_postgres
-from tests.harness import isolated_settings, publish
+from tests.harness import drained, isolated_settings, publish
 from tests.reliability.checker import Report, check
-from tests.reliability.cluster import drained
 from tests.reliability.workload import Workload, workload
 
 ORDERS = int(os.environ.get("RELIABILITY_ORDERS", "2000"))

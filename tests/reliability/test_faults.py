@@ -18,10 +18,10 @@ from services.adapters.settings import Settings
 from services.entrypoints.bootstrap import build_allocation, build_intake
 from services.kernel.dead_letters import RefusedInput
 from services.operations.replay import events_of
-from tests.harness import free_port
+from tests.harness import drained, free_port
 from tests.infrastructure import REPO
 from tests.reliability.checker import read_all
-from tests.reliability.cluster import Process, drained
+from tests.reliability.cluster import Process, progressed
 from tests.reliability.scenario import (
     ORDERS,
     RESULTS,
@@ -60,6 +60,15 @@ def _split(settings: Settings, logs: Path) -> dict[str, Process]:
     }
 
 
+async def until_assigned(processes: list[Process], settings: Settings) -> None:
+    """Waits until each process has been given partitions: the rebalance took effect."""
+    for _ in range(int(settings.kafka_session_timeout_ms / 1000 * 10) + 300):
+        if all("partitions assigned" in process.log() for process in processes):
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"not every one of {[p.name for p in processes]} got partitions")
+
+
 async def _stop_all(processes: dict[str, Process]) -> None:
     """SIGTERM to each; those we did not kill last must stop cleanly."""
     codes = {name: process.stop() for name, process in processes.items()}
@@ -80,9 +89,10 @@ async def test_kill_9_of_each_stage_alone(
     async def inject(publishing: asyncio.Task[None]) -> int:
         for process in stages.values():
             process.start()
-        faults = 0
+        faults, seen = 0, 0
         order = ["intake", "allocation", "relay", "projections"] * 2
-        for stage, wait in zip(order, moments(11, len(order), 1.5, 3.5), strict=True):
+        for stage, wait in zip(order, moments(11, len(order), 0.5, 2.0), strict=True):
+            seen = await progressed(settings, seen, unless=publishing)
             await asyncio.sleep(wait)
             stages[stage].kill9()
             faults += 1
@@ -134,9 +144,10 @@ async def test_kill_9_of_the_leading_publisher_with_a_standby_ready(
     async def inject(publishing: asyncio.Task[None]) -> int:
         for process in processes.values():
             process.start()
-        faults = 0
+        faults, seen = 0, 0
         order = ["relay", "projections"] * 3
-        for stage, wait in zip(order, moments(23, len(order), 1.5, 3.5), strict=True):
+        for stage, wait in zip(order, moments(23, len(order), 0.5, 2.0), strict=True):
+            seen = await progressed(settings, seen, unless=publishing)
             await asyncio.sleep(wait)
             killed = await leader(stage)
             killed.kill9()
@@ -180,14 +191,14 @@ async def test_broker_killed_and_restarted_then_restarted_cleanly(
 
     async def inject(publishing: asyncio.Task[None]) -> int:
         service.start()
-        await asyncio.sleep(4)
+        seen = await progressed(settings, 0, unless=publishing)
         pid = int(pid_file.read_text().strip())
         os.kill(pid, 9)  # kill -9 of the broker
-        await asyncio.sleep(2)
+        await asyncio.sleep(2)  # the outage
         await asyncio.to_thread(subprocess.run, [*KAFKA, "start"], check=True)
-        await asyncio.sleep(4)
+        await progressed(settings, seen, unless=publishing)
         await asyncio.to_thread(subprocess.run, [*KAFKA, "stop"], check=True)  # clean
-        await asyncio.sleep(1)
+        await asyncio.sleep(1)  # the outage
         await asyncio.to_thread(subprocess.run, [*KAFKA, "start"], check=True)
         return 2
 
@@ -217,11 +228,12 @@ async def test_postgres_stopped_immediately_and_restarted(
 
     async def inject(publishing: asyncio.Task[None]) -> int:
         service.start()
-        faults = 0
-        for wait in moments(17, 2, 3.0, 6.0):
+        faults, seen = 0, 0
+        for wait in moments(17, 2, 0.5, 2.0):
+            seen = await progressed(settings, seen, unless=publishing)
             await asyncio.sleep(wait)
             await asyncio.to_thread(subprocess.run, [*POSTGRES, "stop", "immediate"], check=True)
-            await asyncio.sleep(2)
+            await asyncio.sleep(2)  # the outage
             await asyncio.to_thread(
                 subprocess.run, [*POSTGRES, "start"], check=True, capture_output=True
             )
@@ -258,18 +270,19 @@ async def test_rebalance_storm_and_a_paused_zombie_apply_nothing_twice(
     async def inject(publishing: asyncio.Task[None]) -> int:
         rest.start()
         instances[0].start()  # 1 instance
-        await asyncio.sleep(4)
+        seen = await progressed(settings, 0, unless=publishing)
         instances[1].start()
         instances[2].start()  # 3 instances
-        await asyncio.sleep(6)
+        await until_assigned(instances, settings)
+        seen = await progressed(settings, seen, unless=publishing)
         # A zombie: paused past its session timeout, its partitions move; then it wakes up
         # with a batch in hand, and must not apply it.
         instances[2].pause()
         await asyncio.sleep(settings.kafka_session_timeout_ms / 1000 + 4)
         instances[2].resume()
-        await asyncio.sleep(3)
+        seen = await progressed(settings, seen, unless=publishing)
         instances[2].stop()  # 2 instances
-        await asyncio.sleep(5)
+        await progressed(settings, seen, unless=publishing)
         instances[1].kill9()  # 1 instance
         return 5
 

@@ -32,6 +32,7 @@ from services.intake.application import Intake
 from services.intake.consumer import IntakeHandler
 from tests.harness import (
     consumer_record,
+    drained,
     in_decision_order,
     isolated_settings,
     publish,
@@ -834,12 +835,13 @@ async def test_a_fuzzed_mix_dead_letters_every_bad_message_and_applies_every_goo
     async with running(settings) as service:
         await publish(settings, [(topic_of[c.role], c.key, c.value) for c in cases])
         where = await _positions(settings, topic_of, cases)
+        await drained(settings)
         letters = await read_topic(
             settings,
             topics.dead_letters,
             until=lambda r: len(r) >= len(bad),
             timeout=120,
-            settle=3.0,
+            to_end=True,
         )
         decided = await read_topic(
             settings, topics.decisions, until=lambda r: _all_placed(r, placed), timeout=120

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from services.entrypoints.runner import STAGES
-from tests.reliability.cluster import Process
+from tests.reliability.cluster import Process, progressed
 from tests.reliability.scenario import moments, run_scenario, scenario_settings
 
 pytestmark = pytest.mark.kafka
@@ -36,9 +36,11 @@ async def test_kill_9_of_the_whole_service_loses_and_doubles_nothing(
     service = Process("service", settings, STAGES, tmp_path)
 
     async def inject(publishing: asyncio.Task[None]) -> int:
-        faults = 0
-        for life, wait in zip(LIVES, moments(7, len(LIVES), 2.0, 5.0), strict=True):
+        faults, seen = 0, 0
+        for life, wait in zip(LIVES, moments(7, len(LIVES), 0.5, 3.0), strict=True):
             service.start(FULFILLMENT_CRASH_AT=life, FULFILLMENT_CRASH_SEED=str(faults))
+            if not life:  # killed from outside: only once this life has decided something
+                seen = await progressed(settings, seen, unless=publishing)
             limit = 25.0 if life else wait
             waited = 0.0
             while waited < limit and service.alive:

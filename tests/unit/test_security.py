@@ -70,22 +70,6 @@ def test_sasl_settings_from_the_environment_reach_the_kafka_clients(
     assert SECRET not in settings.model_dump_json()
 
 
-async def test_the_kafka_clients_accept_the_options(clean_env: pytest.MonkeyPatch) -> None:
-    """aiokafka validates SASL options when a client is built (nothing connects yet)."""
-    from aiokafka import AIOKafkaProducer
-
-    clean_env.setenv("KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT")
-    clean_env.setenv("KAFKA_SASL_MECHANISM", "SCRAM-SHA-512")
-    clean_env.setenv("KAFKA_SASL_USERNAME", "svc-fulfillment")
-    clean_env.setenv("KAFKA_SASL_PASSWORD", SECRET)
-    producer = AIOKafkaProducer(**Settings().kafka_client_options())
-    client = producer.client
-    assert client._security_protocol == "SASL_PLAINTEXT"
-    assert client._sasl_mechanism == "SCRAM-SHA-512"
-    assert client._sasl_plain_username == "svc-fulfillment"
-    assert client._sasl_plain_password == SECRET
-
-
 def test_an_unknown_protocol_or_mechanism_is_refused(clean_env: pytest.MonkeyPatch) -> None:
     clean_env.setenv("KAFKA_SECURITY_PROTOCOL", "SASL_PLAIN")
     with pytest.raises(ValidationError, match="kafka_security_protocol"):
