@@ -10,10 +10,10 @@ from typing import Any
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
-from eventsourcing.persistence import ProcessRecorder, Tracking
+from eventsourcing.persistence import JSONTranscoder, ProcessRecorder, Tracking, Transcoding
 
 from events.commands import CancelLine, PlaceLine, ReceiveStock, SkuCommands
-from services.allocation.domain import Cause, Sku, sku_aggregate_id
+from services.allocation.domain import Cause, QueueEntry, Sku, sku_aggregate_id
 from services.kernel.caching import forget_cached
 from services.kernel.dead_letters import RefusedInput, Source, refused_input_id
 from services.kernel.positions import IntakePosition
@@ -25,6 +25,19 @@ class AllocationOutcome:
     skipped: int = 0
     events: int = 0
     dead_lettered: list[str] = field(default_factory=list)  # reasons, newly recorded only
+
+
+class QueueEntryAsList(Transcoding):
+    """A Sku's queue entry in its snapshots: its fields in fill order, as a JSON list."""
+
+    type = QueueEntry
+    name = "sku_queue_entry"
+
+    def encode(self, obj: QueueEntry) -> list[Any]:
+        return [obj.priority_rank, obj.placed_at, obj.arrival, obj.line_index, obj.key]
+
+    def decode(self, data: list[Any]) -> QueueEntry:
+        return QueueEntry(*data)
 
 
 @dataclass(frozen=True)
@@ -45,6 +58,11 @@ class Allocation(Application[UUID]):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._snapshot_versions: dict[UUID, int] = {}
+
+    def register_transcodings(self, transcoder: JSONTranscoder) -> None:
+        """Snapshots of a Sku hold its queue entries."""
+        super().register_transcodings(transcoder)
+        transcoder.register(QueueEntryAsList())
 
     def construct_recorder(self) -> ProcessRecorder:
         return self.factory.process_recorder()

@@ -7,12 +7,15 @@ replaying the same commands gives the same events and the same decision ids.
 from __future__ import annotations
 
 import bisect
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypedDict
+from operator import attrgetter
+from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate
+from typing_extensions import ReadOnly, TypedDict
 
 SKU_NAMESPACE = uuid5(NAMESPACE_URL, "urn:fulfillment:sku")
 DECISION_NAMESPACE = uuid5(NAMESPACE_URL, "urn:fulfillment:decision")
@@ -37,19 +40,81 @@ def decision_id(kind: str, cause: Cause, sku: str, order_id: str, line_id: str) 
     )
 
 
-class Line(TypedDict):
-    """A line's account at this SKU: allocated + backordered + cancelled + rejected = ordered."""
+class LineView(TypedDict):
+    """A line's account at this SKU: allocated + backordered + cancelled + rejected = ordered.
 
-    order_id: str
-    line_id: str
-    customer_id: str
-    priority: int
-    placed_at: datetime
-    ordered: int
+    What the Sku hands out is a copy of its line, and read-only to the type checker: no
+    reader can move a line's quantities behind the aggregate's back."""
+
+    order_id: ReadOnly[str]
+    line_id: ReadOnly[str]
+    customer_id: ReadOnly[str]
+    priority: ReadOnly[int]
+    placed_at: ReadOnly[datetime]
+    ordered: ReadOnly[int]
+    allocated: ReadOnly[int]
+    backordered: ReadOnly[int]
+    cancelled: ReadOnly[int]
+    rejected: ReadOnly[int]
+
+
+class Line(LineView):
+    """The Sku's own account of a line: only its events' `apply` move these counters.
+
+    A plain dict, so snapshots store it as JSON as they always have."""
+
     allocated: int
     backordered: int
     cancelled: int
     rejected: int
+
+
+@dataclass(frozen=True, order=True, slots=True)
+class QueueEntry:
+    """A backordered line's place in the queue; entries sort in fill order: higher
+    priority first, then the earlier order, then the earlier arrival, then the line's
+    index in its order. The key makes every entry distinct, so the order is total."""
+
+    priority_rank: int  # -priority: a higher priority sorts first
+    placed_at: datetime
+    arrival: int  # intake position of the command that backordered the line
+    line_index: int
+    key: str  # line_key(order_id, line_id)
+
+    @classmethod
+    def of(cls, line: LineView, arrival: int, line_index: int) -> QueueEntry:
+        return cls(
+            -line["priority"],
+            line["placed_at"],
+            arrival,
+            line_index,
+            line_key(line["order_id"], line["line_id"]),
+        )
+
+
+# The part of a queue entry that its line knows: what Sku._dequeue bisects on.
+_PRIORITY_RANK_AND_TIME = attrgetter("priority_rank", "placed_at")
+
+
+class _Lines(Mapping[str, LineView]):
+    """The Sku's lines by key, read-only: each line read is a copy."""
+
+    __slots__ = ("_lines",)
+
+    def __init__(self, lines: dict[str, Line]) -> None:
+        self._lines = lines
+
+    def __getitem__(self, key: str) -> LineView:
+        return self._lines[key].copy()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._lines)
+
+    def __len__(self) -> int:
+        return len(self._lines)
+
+    def __repr__(self) -> str:
+        return repr(self._lines)
 
 
 @dataclass(frozen=True)
@@ -101,7 +166,7 @@ class Sku(Aggregate):
 
         def apply(self, aggregate: Any) -> None:
             super().apply(aggregate)
-            aggregate.lines[line_key(self.order_id, self.line_id)] = Line(
+            aggregate._lines[line_key(self.order_id, self.line_id)] = Line(
                 order_id=self.order_id,
                 line_id=self.line_id,
                 customer_id=self.customer_id,
@@ -118,7 +183,7 @@ class Sku(Aggregate):
         def apply(self, aggregate: Any) -> None:
             super().apply(aggregate)
             aggregate.available -= self.quantity
-            aggregate.lines[line_key(self.order_id, self.line_id)]["allocated"] += self.quantity
+            aggregate._lines[line_key(self.order_id, self.line_id)]["allocated"] += self.quantity
 
     class LineBackordered(Decided):
         queue_position: int
@@ -132,16 +197,16 @@ class Sku(Aggregate):
         def apply(self, aggregate: Any) -> None:
             super().apply(aggregate)
             key = line_key(self.order_id, self.line_id)
-            line = aggregate.lines[key]
+            line = aggregate._lines[key]
             line["backordered"] += self.quantity
-            bisect.insort(aggregate.queue, _queue_entry(line, self.arrival, self.line_index, key))
+            bisect.insort(aggregate._queue, QueueEntry.of(line, self.arrival, self.line_index))
 
     class LineRejected(Decided):
         reason: str
 
         def apply(self, aggregate: Any) -> None:
             super().apply(aggregate)
-            aggregate.lines[line_key(self.order_id, self.line_id)]["rejected"] += self.quantity
+            aggregate._lines[line_key(self.order_id, self.line_id)]["rejected"] += self.quantity
 
     class StockReceived(Recorded):
         causation_id: UUID
@@ -160,12 +225,12 @@ class Sku(Aggregate):
         def apply(self, aggregate: Any) -> None:
             super().apply(aggregate)
             key = line_key(self.order_id, self.line_id)
-            line = aggregate.lines[key]
+            line = aggregate._lines[key]
             line["backordered"] -= self.quantity
             line["allocated"] += self.quantity
             aggregate.available -= self.quantity
             if line["backordered"] == 0:
-                aggregate.queue.pop(0)
+                aggregate._dequeue(key)
 
     class BackorderCancelled(Decided):
         remaining_backordered: int
@@ -173,28 +238,40 @@ class Sku(Aggregate):
         def apply(self, aggregate: Any) -> None:
             super().apply(aggregate)
             key = line_key(self.order_id, self.line_id)
-            line = aggregate.lines[key]
+            line = aggregate._lines[key]
             line["backordered"] -= self.quantity
             line["cancelled"] += self.quantity
             if line["backordered"] == 0:
-                aggregate.queue = [entry for entry in aggregate.queue if entry[-1] != key]
+                aggregate._dequeue(key)
 
     class AllocationReleased(Decided):
         def apply(self, aggregate: Any) -> None:
             super().apply(aggregate)
-            line = aggregate.lines[line_key(self.order_id, self.line_id)]
+            line = aggregate._lines[line_key(self.order_id, self.line_id)]
             line["allocated"] -= self.quantity
             line["cancelled"] += self.quantity
             aggregate.available += self.quantity
+
+    # The version of the state in snapshots (eventsourcing): 2 since `lines` and `queue`
+    # became private and queue entries QueueEntry; older snapshots go through upcast_v1_v2.
+    class_version = 2
 
     def __init__(self, sku: str) -> None:
         self.sku = sku
         self.received = 0
         self.available = 0
-        self.lines: dict[str, Line] = {}
-        # Fill order: [-priority, order time, arrival, line index, line key], kept sorted.
-        self.queue: list[list[Any]] = []
+        # Private: only the events' apply() change them; readers get copies (see `lines`).
+        self._lines: dict[str, Line] = {}
+        self._queue: list[QueueEntry] = []  # the open backorders, kept sorted in fill order
         self.last_position = 0
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        """A snapshot taken before class_version 2: public `lines` and `queue`, whose
+        entries were lists [-priority, placed_at, arrival, line_index, key]. eventsourcing
+        calls this when it restores such a snapshot (Snapshot.mutate)."""
+        state["_lines"] = state.pop("lines")
+        state["_queue"] = [QueueEntry(*entry) for entry in state.pop("queue")]
 
     @classmethod
     def register(cls, sku: str) -> Sku:
@@ -208,11 +285,21 @@ class Sku(Aggregate):
 
     @property
     def backordered(self) -> int:
-        return sum(self.lines[entry[-1]]["backordered"] for entry in self.queue)
+        return sum(self._lines[entry.key]["backordered"] for entry in self._queue)
 
-    def queued_lines(self) -> list[Line]:
-        """The open backorders, in fill order."""
-        return [self.lines[entry[-1]] for entry in self.queue]
+    @property
+    def lines(self) -> Mapping[str, LineView]:
+        """Every line the SKU ever held, by line_key; each read is a copy."""
+        return _Lines(self._lines)
+
+    @property
+    def queue(self) -> tuple[QueueEntry, ...]:
+        """The open backorders' entries, in fill order."""
+        return tuple(self._queue)
+
+    def queued_lines(self) -> list[LineView]:
+        """The open backorders, in fill order: copies, so a reader cannot change them."""
+        return [self._lines[entry.key].copy() for entry in self._queue]
 
     def has_applied(self, position: int) -> bool:
         """Commands are numbered by intake's log; one already applied must not act again."""
@@ -234,7 +321,7 @@ class Sku(Aggregate):
         backorders_allowed: bool = True,
     ) -> None:
         """A new line takes what is available; the rest is backordered (or rejected)."""
-        if self.has_applied(cause.position) or line_key(order_id, line_id) in self.lines:
+        if self.has_applied(cause.position) or line_key(order_id, line_id) in self._lines:
             return
         cancelled = min(cancelled_before_placement, quantity)
         self.trigger_event(
@@ -264,15 +351,15 @@ class Sku(Aggregate):
                 self.LineRejected, cause, order_id, line_id, rest, reason="backorders_not_allowed"
             )
             return
-        line = self.lines[line_key(order_id, line_id)]
-        entry = _queue_entry(line, cause.position, line_index, line_key(order_id, line_id))
+        line = self._lines[line_key(order_id, line_id)]
+        entry = QueueEntry.of(line, cause.position, line_index)
         self._decide(
             self.LineBackordered,
             cause,
             order_id,
             line_id,
             rest,
-            queue_position=bisect.bisect(self.queue, entry) + 1,
+            queue_position=bisect.bisect(self._queue, entry) + 1,
             line_index=line_index,
             arrival=cause.position,
             customer_id=customer_id,
@@ -301,7 +388,7 @@ class Sku(Aggregate):
         """Queued quantity goes first, then allocated stock is released and re-offered."""
         if self.has_applied(cause.position):
             return
-        line = self.lines.get(line_key(order_id, line_id))
+        line = self._lines.get(line_key(order_id, line_id))
         if line is None:
             return
         outstanding = line["allocated"] + line["backordered"]
@@ -325,8 +412,8 @@ class Sku(Aggregate):
 
     def _fill_queue(self, cause: Cause) -> None:
         """Strictly in order: nobody behind the head is served while the head waits."""
-        while self.available and self.queue:
-            line = self.lines[self.queue[0][-1]]
+        while self.available and self._queue:
+            line = self._lines[self._queue[0].key]
             filled = min(self.available, line["backordered"])
             self._decide(
                 self.BackorderFilled,
@@ -336,6 +423,22 @@ class Sku(Aggregate):
                 filled,
                 remaining_backordered=line["backordered"] - filled,
             )
+
+    def _dequeue(self, key: str) -> None:
+        """Takes a line off the queue by its key, once nothing of it is backordered.
+
+        The line knows the head of its entry (priority, order time), not its arrival, so a
+        bisection finds the first entry with that head and the key is sought from there: a
+        fill (always of the head of the queue) is found at once, a cancellation among the
+        few lines placed with the same priority at the same time."""
+        line = self._lines[key]
+        queue = self._queue
+        index = bisect.bisect_left(
+            queue, (-line["priority"], line["placed_at"]), key=_PRIORITY_RANK_AND_TIME
+        )
+        while queue[index].key != key:
+            index += 1
+        del queue[index]
 
     def _decide(
         self,
@@ -358,8 +461,3 @@ class Sku(Aggregate):
             quantity=quantity,
             **extra,
         )
-
-
-def _queue_entry(line: Line, arrival: int, line_index: int, key: str) -> list[Any]:
-    """Higher priority first, then the earlier order, then the earlier arrival."""
-    return [-line["priority"], line["placed_at"], arrival, line_index, key]

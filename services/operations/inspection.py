@@ -15,7 +15,7 @@ from eventsourcing.application import AggregateNotFoundError
 
 from events.decisions import Decision
 from services.allocation.application import Allocation
-from services.allocation.domain import Line, sku_aggregate_id
+from services.allocation.domain import LineView, sku_aggregate_id
 from services.intake.application import Intake
 from services.intake.domain import Order, order_aggregate_id
 from services.operations.replay import Progress, decisions_of, rederive
@@ -28,7 +28,7 @@ class SkuView:
     available: int
     allocated: int
     backordered: int
-    queue: list[Line]
+    queue: list[LineView]
 
 
 def sku_view(allocation: Allocation, sku: str) -> SkuView | None:

@@ -5,9 +5,11 @@ Each test gives a Sku some commands, then issues one and asserts the events it e
 
 from __future__ import annotations
 
+from dataclasses import FrozenInstanceError
 from pathlib import Path
 from uuid import uuid4
 
+import pytest
 from eventsourcing.persistence import Tracking
 
 from events.commands import CancelLine, PlaceLine, ReceiveStock, SkuCommands
@@ -212,6 +214,31 @@ def test_a_receipt_fills_down_the_queue_and_the_rest_becomes_available() -> None
     ]
     assert story.queue() == []
     assert (story.sku.available, story.sku.allocated, story.sku.received) == (5, 5, 10)
+
+
+def test_a_fill_removes_the_filled_line_by_its_key() -> None:
+    """A fill is always decided for the head, but applying one (as a replay does) takes
+    off the line it names, never just the head."""
+    story = SkuStory()
+    story.place("O-1", 1)
+    story.place("O-2", 1)
+    story.place("O-3", 1)
+
+    story.sku.trigger_event(
+        Sku.BackorderFilled,
+        position=4,
+        sku=story.sku.sku,
+        decision_id=uuid4(),
+        causation_id=uuid4(),
+        occurred_at=at(0),
+        order_id="O-2",
+        line_id="1",
+        quantity=1,
+        remaining_backordered=0,
+    )
+
+    assert [entry.key for entry in story.sku.queue] == ["O-1\n1", "O-3\n1"]
+    assert story.line("O-2")["allocated"] == 1
 
 
 def test_a_receipt_records_the_stock_received() -> None:
@@ -673,3 +700,35 @@ def test_stock_is_never_left_available_while_anyone_waits() -> None:
 
     assert story.queue() == [("O-2", "1", 1)]
     assert story.sku.available == 0
+
+
+# --- what the SKU hands out ---------------------------------------------------------------
+
+
+def test_what_the_sku_hands_out_cannot_change_its_queue() -> None:
+    story = SkuStory()
+    story.place("O-1", 2)
+    story.place("O-2", 1)
+
+    queued = story.sku.queued_lines()
+    queued[0]["backordered"] = 0  # type: ignore[typeddict-readonly-mutated]
+    queued.reverse()
+    line = story.sku.lines["O-2\n1"]
+    line["allocated"] = 1  # type: ignore[typeddict-readonly-mutated]
+
+    assert story.queue() == [("O-1", "1", 2), ("O-2", "1", 1)]
+    assert story.line("O-2")["allocated"] == 0
+    assert decided(story.receive(2)) == [("BackorderFilled", "O-1", "1", 2, 0)]
+
+
+def test_the_sku_s_lines_and_queue_entries_are_read_only() -> None:
+    story = SkuStory()
+    story.place("O-1", 2)
+
+    with pytest.raises(TypeError):
+        story.sku.lines["O-9\n1"] = story.sku.lines["O-1\n1"]  # type: ignore[index]
+    with pytest.raises(FrozenInstanceError):
+        story.sku.queue[0].key = "O-9\n1"  # type: ignore[misc]
+
+    assert story.queue() == [("O-1", "1", 2)]
+    assert list(story.sku.lines) == ["O-1\n1"]
