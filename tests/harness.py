@@ -16,7 +16,6 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from events.commands import SkuCommands
 from services.adapters.kafka import partitions_of, source_position
 from services.adapters.settings import Settings, Topics
 from services.entrypoints.bootstrap import build_allocation, build_intake, build_read_models
@@ -317,8 +316,10 @@ async def _last_positions(settings: Settings) -> tuple[dict[TopicPartition, int]
                     batch = await consumer.getmany(timeout_ms=1000)
                     for tp, records in batch.items():
                         for record in records:
-                            position = SkuCommands.model_validate_json(record.value).position
-                            last[tp.partition] = max(last.get(tp.partition, 0), position)
+                            # Only what intake's relay wrote (marked) is owed to allocation.
+                            position = source_position(record)
+                            if position is not None:
+                                last[tp.partition] = max(last.get(tp.partition, 0), position)
         return {tp: ends[tp] for tp in inputs}, last
     finally:
         await consumer.stop()
