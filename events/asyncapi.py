@@ -23,34 +23,61 @@ from faststream.kafka import KafkaBroker
 from faststream.specification import AsyncAPI
 from pydantic import Field
 
-from events.commands import SkuCommands
+from events.commands import SkuCommands, Tick
 from events.dead_letters import DeadLetter
-from events.decisions import AllocationDecision
-from events.inputs import OrderCancelled, OrderPlaced, StockReceived
+from events.decisions import DECISION_TYPES, AllocationDecision
+from events.inputs import (
+    BackorderPolicySet,
+    ClockTicked,
+    InboundExpected,
+    OrderCancelled,
+    OrderPlaced,
+    ShipmentDispatched,
+    StockReceived,
+)
 from events.topics import DEFAULT_BROKER, DEFAULT_TOPICS
 
 TITLE = "fulfillment"
 PACKAGE = "fulfillment"
 _PYPROJECT = Path(__file__).resolve().parent.parent / "pyproject.toml"
 
-# The discriminated union of the six decisions, titled so that faststream names its schema
-# `AllocationDecision` (a `oneOf` of the six models with `discriminator: type`) rather than
-# `<channel>:Message:Payload`.
+# The discriminated union of the decisions, titled so that faststream names its schema
+# `AllocationDecision` (a `oneOf` of the decision models with `discriminator: type`) rather
+# than `<channel>:Message:Payload`.
 AllocationDecisionPayload = Annotated[AllocationDecision, Field(title="AllocationDecision")]
 
 ORDER_KEY = "`order_id` of the order, as a UTF-8 string."
 SKU_KEY = "`sku`, as a UTF-8 string."
 DEAD_LETTER_KEY = "The key of the original message, unchanged (absent if it had none)."
+CLOCK_KEY = "No key: a tick is for every SKU."
+TICK_KEY = "No key: intake's relay writes one copy of each tick to every partition."
 SOURCE_POSITION = (
     "The message's `position` as decimal ASCII digits: intake's notification id x 1000 + "
     "the SKU's index in that notification; increasing per partition. The allocation stage "
     "tracks it instead of Kafka offsets."
 )
+TICK_POSITION = (
+    "The tick's `position` as decimal ASCII digits: intake's notification id x 1000, the "
+    "same in every partition's copy; increasing per partition with the SKU messages around "
+    "it. The allocation stage tracks it instead of Kafka offsets."
+)
+DECISION_NAMES = ", ".join(decision.__name__ for decision in DECISION_TYPES)
 
 
 def default_topics() -> dict[str, str]:
     """The contract's topic names: the document must not depend on the environment."""
-    names = ("orders", "cancellations", "receipts", "sku_commands", "decisions", "dead_letters")
+    names = (
+        "orders",
+        "cancellations",
+        "receipts",
+        "shipments",
+        "policies",
+        "inbound",
+        "clock",
+        "sku_commands",
+        "decisions",
+        "dead_letters",
+    )
     return {name: DEFAULT_TOPICS[name] for name in names}
 
 
@@ -99,29 +126,68 @@ def build_app() -> FastStream:
         """Documentation only; the workers in services/ consume with aiokafka directly."""
 
     @broker.subscriber(
+        topics["shipments"],
+        title=topics["shipments"],
+        description="Input: allocated units that left the warehouse, published by other "
+        f"services. Key: {ORDER_KEY}",
+    )
+    async def shipments(message: ShipmentDispatched) -> None:
+        """Documentation only; the workers in services/ consume with aiokafka directly."""
+
+    @broker.subscriber(
+        topics["policies"],
+        title=topics["policies"],
+        description="Input: how a SKU treats what its stock cannot cover (allow, deny or "
+        f"limit backorders; how long they may wait), published by other services. Key: {SKU_KEY}",
+    )
+    async def policies(message: BackorderPolicySet) -> None:
+        """Documentation only; the workers in services/ consume with aiokafka directly."""
+
+    @broker.subscriber(
+        topics["inbound"],
+        title=topics["inbound"],
+        description="Input: supply on its way to a SKU, for promised dates (a new inbound, a "
+        f"revision, or a withdrawal with quantity 0), published by other services. Key: {SKU_KEY}",
+    )
+    async def inbound(message: InboundExpected) -> None:
+        """Documentation only; the workers in services/ consume with aiokafka directly."""
+
+    @broker.subscriber(
+        topics["clock"],
+        title=topics["clock"],
+        description="Input: time. The service's clock stage publishes one tick every "
+        "CLOCK_INTERVAL_SECONDS; anyone may publish one. Backorders past their SKU's "
+        "`max_wait_days` expire at a tick. No key: a tick is for every SKU.",
+    )
+    async def clock(message: ClockTicked) -> None:
+        """Documentation only; the workers in services/ consume with aiokafka directly."""
+
+    @broker.subscriber(
         topics["sku_commands"],
         title=f"{topics['sku_commands']}:allocation",
-        description="Internal, read by the allocation stage: intake's validated history, "
-        f"one message per intake notification and SKU. Key: {SKU_KEY} "
-        f"Header `source-position`: {SOURCE_POSITION}",
+        description="Internal, read by the allocation stage: intake's validated history. "
+        "One SkuCommands per intake notification and SKU, keyed by `sku`; one Tick per "
+        "recorded clock tick in every partition, without a key. Both carry the header "
+        "`source-position`.",
     )
     async def sku_commands(message: SkuCommands) -> None:
-        """Documentation only; the workers in services/ consume with aiokafka directly."""
+        """Documentation only; the workers in services/ consume with aiokafka directly.
+        Ticks on this channel are added by `_complete`."""
 
     broker.publisher(
         topics["sku_commands"],
         title=f"{topics['sku_commands']}:intake",
         description="Internal, written by intake's relay (the same messages as "
-        f"`{topics['sku_commands']}:allocation` reads). Key: {SKU_KEY} "
-        f"Header `source-position`: {SOURCE_POSITION}",
+        f"`{topics['sku_commands']}:allocation` reads): a SkuCommands to its SKU's partition, "
+        "a Tick to every partition. Both carry the header `source-position`.",
         schema=SkuCommands,
     )
     broker.publisher(
         topics["decisions"],
         title=topics["decisions"],
         description="Output: one message per allocation decision, in the order they were "
-        "taken; `type` tells which of the six decisions it is. "
-        f"Key: {ORDER_KEY}",
+        f"taken; `type` tells which decision it is ({DECISION_NAMES}). Readers skip types "
+        f"they do not know. Key: {ORDER_KEY}",
         schema=AllocationDecisionPayload,
     )
     broker.publisher(
@@ -193,7 +259,11 @@ def _stable(document: dict[str, Any]) -> dict[str, Any]:
 def _complete(document: dict[str, Any]) -> None:
     """What faststream 0.7.8 cannot declare, added to its output.
 
-    - Message keys: faststream has no Kafka message binding; we add `bindings.kafka.key`.
+    - A second message on `sku-commands`: the Tick. faststream gives a channel one message
+      (several handlers become one message with a `oneOf` payload), but a Tick differs from
+      a SkuCommands in more than its payload: it has no key. See `_add_ticks`.
+    - Message keys: faststream has no Kafka message binding; we add `bindings.kafka.key`,
+      `type: "null"` for the messages written without a key.
     - The `source-position` header of `sku-commands`: faststream messages have no headers.
     - `correlationId`: faststream claims every message carries its `correlation_id`
       header; our aiokafka workers neither send nor read one, so it is removed.
@@ -201,17 +271,23 @@ def _complete(document: dict[str, Any]) -> None:
       in each alternative; pydantic's validation-mode schemas (what faststream uses) leave
       it optional because it has a default. Every message we write carries it.
     """
+    topics = default_topics()
+    _add_ticks(document, topics["sku_commands"])
     schemas: dict[str, Any] = document["components"]["schemas"]
     for schema in list(schemas.values()):
         _require_discriminators(schema, schemas)
-    topics = default_topics()
-    keys = {
-        topics["orders"]: ORDER_KEY,
-        topics["cancellations"]: ORDER_KEY,
-        topics["receipts"]: SKU_KEY,
-        topics["sku_commands"]: SKU_KEY,
-        topics["decisions"]: ORDER_KEY,
-        topics["dead_letters"]: DEAD_LETTER_KEY,
+    # Topic -> the schema of its messages' key.
+    keys: dict[str, dict[str, str]] = {
+        topics["orders"]: _key(ORDER_KEY),
+        topics["cancellations"]: _key(ORDER_KEY),
+        topics["receipts"]: _key(SKU_KEY),
+        topics["shipments"]: _key(ORDER_KEY),
+        topics["policies"]: _key(SKU_KEY),
+        topics["inbound"]: _key(SKU_KEY),
+        topics["clock"]: _no_key(CLOCK_KEY),
+        topics["sku_commands"]: _key(SKU_KEY),
+        topics["decisions"]: _key(ORDER_KEY),
+        topics["dead_letters"]: _key(DEAD_LETTER_KEY),
     }
     messages: dict[str, Any] = document["components"]["messages"]
     for channel in document["channels"].values():
@@ -220,7 +296,8 @@ def _complete(document: dict[str, Any]) -> None:
             name = reference["$ref"].removeprefix("#/components/messages/")
             message = messages[name]
             message.pop("correlationId", None)
-            key: dict[str, Any] = {"type": "string", "description": keys[address]}
+            is_tick = message["payload"] == {"$ref": f"#/components/schemas/{Tick.__name__}"}
+            key = _no_key(TICK_KEY) if is_tick else dict(keys[address])
             message["bindings"] = {"kafka": {"key": key, "bindingVersion": "0.4.0"}}
             if address == topics["sku_commands"]:
                 message["headers"] = {
@@ -229,11 +306,43 @@ def _complete(document: dict[str, Any]) -> None:
                         "source-position": {
                             "type": "string",
                             "pattern": "^[0-9]+$",
-                            "description": SOURCE_POSITION,
+                            "description": TICK_POSITION if is_tick else SOURCE_POSITION,
                         }
                     },
                     "required": ["source-position"],
                 }
+
+
+def _key(description: str) -> dict[str, str]:
+    return {"type": "string", "description": description}
+
+
+def _no_key(description: str) -> dict[str, str]:
+    """Written without a key: the Kafka key is null."""
+    return {"type": "null", "description": description}
+
+
+def _add_ticks(document: dict[str, Any], address: str) -> None:
+    """Adds the Tick message to every channel (and its operations) at `address`, beside the
+    SkuCommands message faststream declared, with its schema in `components`."""
+    schema = Tick.model_json_schema(ref_template="#/components/schemas/{model}")
+    schemas: dict[str, Any] = document["components"]["schemas"]
+    schemas.update(schema.pop("$defs", {}))
+    schemas[Tick.__name__] = schema
+    for channel_name, channel in document["channels"].items():
+        if channel["address"] != address:
+            continue
+        message_name = f"{channel_name}:{Tick.__name__}"
+        document["components"]["messages"][message_name] = {
+            "title": message_name,
+            "payload": {"$ref": f"#/components/schemas/{Tick.__name__}"},
+        }
+        channel["messages"][Tick.__name__] = {"$ref": f"#/components/messages/{message_name}"}
+        for operation in document["operations"].values():
+            if operation["channel"]["$ref"] == f"#/channels/{channel_name}":
+                operation["messages"].append(
+                    {"$ref": f"#/channels/{channel_name}/messages/{Tick.__name__}"}
+                )
 
 
 def _require_discriminators(node: Any, schemas: dict[str, Any]) -> None:

@@ -47,12 +47,72 @@ class ReceiveStock(ContractModel):
     occurred_at: BusinessTime
     receipt_id: Identifier
     quantity: Quantity
+    inbound_id: Identifier | None = None
 
 
-SkuCommand = Annotated[PlaceLine | CancelLine | ReceiveStock, Field(discriminator="type")]
+class ShipmentSource(ContractModel):
+    """Where the shipment came from, for the dead letter of a line that over-ships."""
+
+    topic: str
+    partition: int = Field(ge=0)
+    offset: int = Field(ge=0)
+
+
+class ShipLine(ContractModel):
+    type: Literal["ShipLine"] = "ShipLine"
+    causation_id: UUID
+    occurred_at: BusinessTime
+    shipment_id: Identifier
+    order_id: Identifier
+    line_id: Identifier
+    quantity: Quantity
+    source: ShipmentSource
+
+
+class SetPolicy(ContractModel):
+    type: Literal["SetPolicy"] = "SetPolicy"
+    causation_id: UUID
+    occurred_at: BusinessTime
+    backorders: Literal["allow", "deny", "limit"]
+    limit: int | None = Field(default=None, ge=0)
+    max_wait_days: int | None = Field(default=None, ge=1)
+
+
+class ExpectInbound(ContractModel):
+    type: Literal["ExpectInbound"] = "ExpectInbound"
+    causation_id: UUID
+    occurred_at: BusinessTime
+    inbound_id: Identifier
+    quantity: int = Field(ge=0, description="0: withdrawn.")
+    expected_at: BusinessTime
+
+
+SkuCommand = Annotated[
+    PlaceLine | CancelLine | ReceiveStock | ShipLine | SetPolicy | ExpectInbound,
+    Field(discriminator="type"),
+]
 
 
 class SkuCommands(ContractModel):
+    """One SKU's commands from one intake notification."""
+
     sku: Identifier
     position: int = Field(ge=1)
     commands: list[SkuCommand] = Field(min_length=1)
+
+
+class TickCommand(ContractModel):
+    causation_id: UUID
+    occurred_at: BusinessTime
+
+
+class Tick(ContractModel):
+    """A clock tick as intake recorded it: sent once to every partition (no key), so every
+    SKU sees it; allocation expires the backorders past their SKU's `max_wait_days`."""
+
+    position: int = Field(ge=1)
+    tick: TickCommand
+
+
+# What a sku-commands message is: a SKU's commands, or a tick for all of a partition's SKUs.
+SkuCommandsMessage = SkuCommands | Tick

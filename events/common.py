@@ -8,6 +8,7 @@ from typing import Annotated
 from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
 
 MAX_QUANTITY = 1_000_000
+MAX_QUEUE_LIMIT = 1_000_000_000  # a policy's cap on a SKU's queued units
 MAX_LINES_PER_ORDER = 500
 MAX_ID_LENGTH = 64
 MAX_MESSAGE_BYTES = 1024 * 1024

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Literal
 from uuid import UUID
 
@@ -33,6 +34,11 @@ class LineBackordered(Decision):
 
     type: Literal["LineBackordered"] = "LineBackordered"
     queue_position: int = Field(ge=1, description="1 = next to be filled.")
+    eta: datetime | None = Field(
+        default=None,
+        description="When the line's last queued unit is expected: the `expected_at` of the "
+        "inbound that covers it, in fill order; null when no inbound covers it.",
+    )
 
 
 class BackorderFilled(Decision):
@@ -49,16 +55,40 @@ class AllocationReleased(Decision):
 
 
 class BackorderCancelled(Decision):
-    """Queued quantity removed by a cancellation."""
+    """Queued quantity removed: by a cancellation, or because it waited too long."""
 
     type: Literal["BackorderCancelled"] = "BackorderCancelled"
+    reason: Literal["cancelled", "expired"] = Field(
+        default="cancelled",
+        description="cancelled: an OrderCancelled; expired: a clock tick found it waiting "
+        "longer than its SKU's `max_wait_days`.",
+    )
 
 
 class LineRejected(Decision):
-    """Not accepted because the SKU's policy denies backorders: a lost sale."""
+    """Not accepted because the SKU's policy denies or limits backorders: a lost sale."""
 
     type: Literal["LineRejected"] = "LineRejected"
-    reason: str
+    reason: str = Field(
+        description="backorders_denied (the policy denies backorders) or backorder_limit "
+        "(the queue is full up to the policy's limit)."
+    )
+
+
+class LineShipped(Decision):
+    """Allocated units left the warehouse: `quantity` shipped."""
+
+    type: Literal["LineShipped"] = "LineShipped"
+    remaining_allocated: int = Field(ge=0, description="Allocated units still to ship.")
+    shipment_id: Identifier
+
+
+class BackorderEtaChanged(Decision):
+    """A queued line's promised date moved; `quantity` is what the line has queued now."""
+
+    type: Literal["BackorderEtaChanged"] = "BackorderEtaChanged"
+    eta: datetime | None = Field(description="The new date; null: no inbound covers it now.")
+    previous_eta: datetime | None = Field(description="The date stated before; may be null.")
 
 
 AllocationDecision = Annotated[
@@ -67,7 +97,9 @@ AllocationDecision = Annotated[
     | BackorderFilled
     | AllocationReleased
     | BackorderCancelled
-    | LineRejected,
+    | LineRejected
+    | LineShipped
+    | BackorderEtaChanged,
     Field(discriminator="type"),
 ]
 
@@ -78,4 +110,6 @@ DECISION_TYPES: tuple[type[Decision], ...] = (
     AllocationReleased,
     BackorderCancelled,
     LineRejected,
+    LineShipped,
+    BackorderEtaChanged,
 )

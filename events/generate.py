@@ -24,17 +24,27 @@ from pydantic.json_schema import GenerateJsonSchema
 from pydantic_core import core_schema
 
 from events.asyncapi import asyncapi_document, default_topics
-from events.commands import SkuCommands
+from events.commands import SkuCommands, Tick
 from events.dead_letters import DeadLetter
 from events.decisions import (
     AllocationReleased,
     BackorderCancelled,
+    BackorderEtaChanged,
     BackorderFilled,
     LineAllocated,
     LineBackordered,
     LineRejected,
+    LineShipped,
 )
-from events.inputs import OrderCancelled, OrderPlaced, StockReceived
+from events.inputs import (
+    BackorderPolicySet,
+    ClockTicked,
+    InboundExpected,
+    OrderCancelled,
+    OrderPlaced,
+    ShipmentDispatched,
+    StockReceived,
+)
 
 EVENTS_DIR = Path(__file__).resolve().parent
 SCHEMAS_DIR = EVENTS_DIR / "schemas"
@@ -53,8 +63,8 @@ class Message:
     # always writes every field, so every field is marked required (see AllFieldsWritten).
     mode: Mode
     topic: str
-    key: str
-    description: str | None = None  # for models without a docstring
+    key: str | None  # what the Kafka key is; None: written without one (`x-key: null`)
+    description: str | None = None  # instead of the model's docstring
 
 
 TOPICS = default_topics()  # defaults, not the environment
@@ -63,12 +73,18 @@ MESSAGES: tuple[Message, ...] = (
     Message(OrderPlaced, "validation", TOPICS["orders"], "order_id"),
     Message(OrderCancelled, "validation", TOPICS["cancellations"], "order_id"),
     Message(StockReceived, "validation", TOPICS["receipts"], "sku"),
+    Message(ShipmentDispatched, "validation", TOPICS["shipments"], "order_id"),
+    Message(BackorderPolicySet, "validation", TOPICS["policies"], "sku"),
+    Message(InboundExpected, "validation", TOPICS["inbound"], "sku"),
+    Message(ClockTicked, "validation", TOPICS["clock"], None),
     Message(LineAllocated, "serialization", DECISION_TOPIC, "order_id"),
     Message(LineBackordered, "serialization", DECISION_TOPIC, "order_id"),
     Message(BackorderFilled, "serialization", DECISION_TOPIC, "order_id"),
     Message(AllocationReleased, "serialization", DECISION_TOPIC, "order_id"),
     Message(BackorderCancelled, "serialization", DECISION_TOPIC, "order_id"),
     Message(LineRejected, "serialization", DECISION_TOPIC, "order_id"),
+    Message(LineShipped, "serialization", DECISION_TOPIC, "order_id"),
+    Message(BackorderEtaChanged, "serialization", DECISION_TOPIC, "order_id"),
     Message(
         DeadLetter,
         "serialization",
@@ -84,6 +100,16 @@ MESSAGES: tuple[Message, ...] = (
         "sku",
         "Internal: intake's validated history for one SKU and one intake notification; "
         "the allocation stage applies it. Header `source-position` repeats `position`.",
+    ),
+    Message(
+        Tick,
+        "serialization",
+        TOPICS["sku_commands"],
+        None,
+        "Internal: a clock tick as intake recorded it. Intake's relay writes one copy to every "
+        "partition, without a key, so that every SKU sees it; the allocation stage expires "
+        "the backorders past their SKU's `max_wait_days`. Header `source-position` repeats "
+        "`position`.",
     ),
 )
 
@@ -111,7 +137,8 @@ def message_schema(message: Message) -> dict[str, Any]:
         mode=message.mode, schema_generator=AllFieldsWritten
     )
     name = message.model.__name__
-    description = generated.pop("description", None) or message.description
+    docstring = generated.pop("description", None)
+    description = message.description or docstring
     if description is None:
         raise ValueError(f"{name} has no docstring: give it a description in MESSAGES")
     head: dict[str, Any] = {
