@@ -12,8 +12,26 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
 from eventsourcing.persistence import JSONTranscoder, ProcessRecorder, Tracking, Transcoding
 
-from events.commands import CancelLine, PlaceLine, ReceiveStock, SkuCommands
-from services.allocation.domain import Cause, QueueEntry, Sku, sku_aggregate_id
+from events.commands import (
+    CancelLine,
+    ExpectInbound,
+    PlaceLine,
+    ReceiveStock,
+    SetPolicy,
+    ShipLine,
+    SkuCommand,
+    SkuCommandsMessage,
+    Tick,
+)
+from services.allocation.domain import (
+    Cause,
+    Deadlines,
+    ShipmentSource,
+    Sku,
+    deadlines_aggregate_id,
+    sku_aggregate_id,
+)
+from services.allocation.queue import BackorderQueue, QueueEntry
 from services.kernel.caching import forget_cached
 from services.kernel.dead_letters import RefusedInput, Source, refused_input_id
 from services.kernel.positions import IntakePosition
@@ -40,6 +58,19 @@ class QueueEntryAsList(Transcoding):
         return QueueEntry(*data)
 
 
+class BackorderQueueAsList(Transcoding):
+    """A Sku's queue in its snapshots: [entry, queued units] pairs in fill order."""
+
+    type = BackorderQueue
+    name = "sku_backorder_queue"
+
+    def encode(self, obj: BackorderQueue) -> list[Any]:
+        return [[entry, units] for entry, units in obj.pairs()]
+
+    def decode(self, data: list[Any]) -> BackorderQueue:
+        return BackorderQueue([(entry, units) for entry, units in data])
+
+
 @dataclass(frozen=True)
 class Refusal:
     """A sku-commands message that is not intake's: dead-lettered, never applied."""
@@ -63,6 +94,7 @@ class Allocation(Application[UUID]):
         """Snapshots of a Sku hold its queue entries."""
         super().register_transcodings(transcoder)
         transcoder.register(QueueEntryAsList())
+        transcoder.register(BackorderQueueAsList())
 
     def construct_recorder(self) -> ProcessRecorder:
         return self.factory.process_recorder()
@@ -74,14 +106,18 @@ class Allocation(Application[UUID]):
 
     def apply_commands(
         self,
-        messages: Sequence[SkuCommands],
+        messages: Sequence[SkuCommandsMessage],
         tracking: Tracking | None,
         *,
         refused: Sequence[Refusal] = (),
         failed_at: datetime | None = None,
     ) -> AllocationOutcome:
         """Applies a batch from one partition and records it with its position, and the
-        batch's refused messages as dead letters (once each): one commit."""
+        batch's refused messages as dead letters (once each): one commit.
+
+        The partition (its tracking name) is the scope of the deadlines its ticks visit;
+        without tracking (a replay of the whole log into a scratch store) one scope holds
+        every SKU."""
         try:
             return self._apply_commands(messages, tracking, refused, failed_at)
         except Exception:
@@ -91,27 +127,42 @@ class Allocation(Application[UUID]):
 
     def _apply_commands(
         self,
-        messages: Sequence[SkuCommands],
+        messages: Sequence[SkuCommandsMessage],
         tracking: Tracking | None,
         refused: Sequence[Refusal],
         failed_at: datetime | None,
     ) -> AllocationOutcome:
         skus: dict[str, Sku] = {}
         outcome = AllocationOutcome()
+        deadlines = self.deadlines(tracking.application_name if tracking else "all")
+
+        def sku_named(name: str) -> Sku:
+            found = skus.get(name) or self.sku(name)
+            skus[name] = found
+            return found
+
         for message in messages:
-            sku = skus.get(message.sku) or self.sku(message.sku)
-            skus[message.sku] = sku
+            if isinstance(message, Tick):
+                self._tick(message, deadlines, sku_named)
+                outcome.applied += 1
+                continue
+            sku = sku_named(message.sku)
             first = IntakePosition.of_message(message.position)
             if sku.has_applied(first.command_position):
                 outcome.skipped += 1
                 continue
+            sku.begin_input()  # one input: its dates are restated once, after its decisions
             for index, command in enumerate(message.commands):
                 position = IntakePosition.of_message(message.position, index).command_position
                 cause = Cause(command.causation_id, command.occurred_at, position, step=index)
                 apply_command(sku, cause, command)
+                deadlines.note(sku.sku, sku.deadline_news())
+            sku.end_input(cause)
             outcome.applied += 1
         processing = ProcessingEvent[UUID](tracking=tracking)
         processing.collect_events(*skus.values())
+        if any(isinstance(event, Deadlines.Noted) for event in deadlines.pending_events):
+            processing.collect_events(deadlines)  # a new index is saved once it holds something
         outcome.events = len(processing.events)
         for refusal in refused:
             source = refusal.source
@@ -126,29 +177,55 @@ class Allocation(Application[UUID]):
         return outcome
 
     def _take_snapshots(self, processing: ProcessingEvent[UUID]) -> None:
-        """Snapshots the SKUs just recorded, from memory, spaced by their size.
+        """Snapshots the SKUs (and deadline indexes) just recorded, from memory, spaced by
+        their size.
 
-        A SKU keeps every line it ever held (an allocated line can be cancelled at any time),
-        so a snapshot costs O(lines). Taking one every max(interval, lines / 2) events keeps
-        that cost flat per event, and a cold load replays at most half as many events as the
-        SKU has lines (`make bench`, hot_sku: bench/README.md).
-        And eventsourcing's own snapshotting re-reads each aggregate from the store at the
-        event's version: a second load of the state this batch holds, just committed.
+        A snapshot costs O(open lines) (or O(SKUs with a deadline)). Taking one every
+        max(interval, size / 2) events keeps that cost flat per event, and a cold load
+        replays at most half as many events as the aggregate has entries (`make bench`,
+        hot_sku: bench/README.md). eventsourcing's own snapshotting would re-read each
+        aggregate from the store at the event's version: a second load of the state this
+        batch holds, just committed.
         """
         if self.snapshots is None:
             return
         minimum = self.snapshotting_intervals[Sku]
         new_events = Counter(event.originator_id for event in processing.events)
         for aggregate_id, aggregate in processing.aggregates.items():
-            if not isinstance(aggregate, Sku):
+            if isinstance(aggregate, Sku):
+                size = len(aggregate.lines)
+            elif isinstance(aggregate, Deadlines):
+                size = len(aggregate.due_times)
+            else:
                 continue
             # First seen in this process: count from before this batch, as if snapshotted then.
             last = self._snapshot_versions.setdefault(
                 aggregate_id, aggregate.version - new_events[aggregate_id]
             )
-            if aggregate.version - last >= max(minimum, len(aggregate.lines) // 2):
+            if aggregate.version - last >= max(minimum, size // 2):
                 self.snapshots.put([Sku.Snapshot.take(aggregate)])
                 self._snapshot_versions[aggregate_id] = aggregate.version
+
+    def _tick(self, message: Tick, deadlines: Deadlines, sku_named: Any) -> None:
+        """Visits the SKUs whose deadline may have come, and notes each one's next."""
+        at = message.tick.occurred_at
+        position = IntakePosition.of_message(message.position).command_position
+        cause = Cause(message.tick.causation_id, at, position)
+        for name in deadlines.due(at):
+            sku = sku_named(name)
+            sku.expire(cause)
+            deadlines.note(name, (True, sku.next_deadline()))
+
+    def deadlines(self, scope: str) -> Deadlines:
+        """The scope's deadlines index, or a new one."""
+        try:
+            found: Deadlines = self.repository.get(
+                deadlines_aggregate_id(scope), deepcopy_from_cache=False
+            )
+        except AggregateNotFoundError:
+            return Deadlines.start(scope)
+        assert isinstance(found, Deadlines)
+        return found
 
     def sku(self, sku: str) -> Sku:
         """The SKU's aggregate, or a new one for a SKU never seen."""
@@ -171,7 +248,7 @@ class Allocation(Application[UUID]):
         forget_cached(self.repository)
 
 
-def apply_command(sku: Sku, cause: Cause, command: PlaceLine | CancelLine | ReceiveStock) -> None:
+def apply_command(sku: Sku, cause: Cause, command: SkuCommand) -> None:
     """The one translation from a sku-commands command to the Sku's method."""
     if isinstance(command, PlaceLine):
         sku.place_line(
@@ -189,5 +266,34 @@ def apply_command(sku: Sku, cause: Cause, command: PlaceLine | CancelLine | Rece
         sku.cancel_line(
             cause, order_id=command.order_id, line_id=command.line_id, quantity=command.quantity
         )
-    else:
-        sku.receive_stock(cause, receipt_id=command.receipt_id, quantity=command.quantity)
+    elif isinstance(command, ReceiveStock):
+        sku.receive_stock(
+            cause,
+            receipt_id=command.receipt_id,
+            quantity=command.quantity,
+            inbound_id=command.inbound_id,
+        )
+    elif isinstance(command, ShipLine):
+        source = command.source
+        sku.ship_line(
+            cause,
+            shipment_id=command.shipment_id,
+            order_id=command.order_id,
+            line_id=command.line_id,
+            quantity=command.quantity,
+            source=ShipmentSource(source.topic, source.partition, source.offset),
+        )
+    elif isinstance(command, SetPolicy):
+        sku.set_policy(
+            cause,
+            backorders=command.backorders,
+            limit=command.limit,
+            max_wait_days=command.max_wait_days,
+        )
+    elif isinstance(command, ExpectInbound):
+        sku.expect_inbound(
+            cause,
+            inbound_id=command.inbound_id,
+            quantity=command.quantity,
+            expected_at=command.expected_at,
+        )

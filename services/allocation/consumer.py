@@ -9,8 +9,9 @@ from datetime import UTC, datetime
 from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 from eventsourcing.persistence import Tracking
+from pydantic import TypeAdapter
 
-from events.commands import SkuCommands
+from events.commands import SkuCommandsMessage
 from services.adapters.faults import crash_point
 from services.adapters.kafka import (
     SOURCE_POSITION_HEADER,
@@ -24,6 +25,9 @@ from services.allocation.application import Allocation, Refusal
 
 log = get_logger(__name__)
 
+# A SKU's commands, or a tick (see events.commands).
+MESSAGES: TypeAdapter[SkuCommandsMessage] = TypeAdapter(SkuCommandsMessage)
+
 
 class UnreadableCommandError(Exception):
     """A message that intake's relay wrote and this version cannot read.
@@ -35,7 +39,7 @@ class UnreadableCommandError(Exception):
 
 @dataclass(frozen=True)
 class Decoded:
-    commands: SkuCommands | None = None
+    commands: SkuCommandsMessage | None = None
     refusal: Refusal | None = None
 
 
@@ -108,7 +112,7 @@ def decode(record: ConsumerRecord) -> Decoded:
             )
         )
     try:
-        commands = SkuCommands.model_validate_json(record.value or b"")
+        commands = MESSAGES.validate_json(record.value or b"")
     except Exception as error:
         reason = " ".join(f"{type(error).__name__}: {error}".split())  # one line, for the logs
         raise UnreadableCommandError(

@@ -1,4 +1,5 @@
-"""The Sku aggregate: every allocation rule of the contract, for one SKU, and nothing else.
+"""The Sku aggregate: every allocation rule of the contract, for one SKU, and nothing else;
+and Deadlines, which tells a tick which SKUs may have backorders to expire.
 
 Pure: no clocks, no configuration, no I/O. Time and identity come in with the commands, so
 replaying the same commands gives the same events and the same decision ids.
@@ -6,23 +7,28 @@ replaying the same commands gives the same events and the same decision ids.
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime
-from operator import attrgetter
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, Literal
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate
 from typing_extensions import ReadOnly, TypedDict
 
+from services.allocation.queue import BackorderQueue, QueueEntry
+
 SKU_NAMESPACE = uuid5(NAMESPACE_URL, "urn:fulfillment:sku")
+DEADLINES_NAMESPACE = uuid5(NAMESPACE_URL, "urn:fulfillment:deadlines")
 DECISION_NAMESPACE = uuid5(NAMESPACE_URL, "urn:fulfillment:decision")
 
 
 def sku_aggregate_id(sku: str) -> UUID:
     return uuid5(SKU_NAMESPACE, sku)
+
+
+def deadlines_aggregate_id(scope: str) -> UUID:
+    return uuid5(DEADLINES_NAMESPACE, scope)
 
 
 def line_key(order_id: str, line_id: str) -> str:
@@ -40,8 +46,12 @@ def decision_id(kind: str, cause: Cause, sku: str, order_id: str, line_id: str) 
     )
 
 
+BackorderMode = Literal["allow", "deny", "limit"]
+
+
 class LineView(TypedDict):
-    """A line's account at this SKU: allocated + backordered + cancelled + rejected = ordered.
+    """A line's account at this SKU:
+    allocated + backordered + shipped + cancelled + rejected = ordered.
 
     What the Sku hands out is a copy of its line, and read-only to the type checker: no
     reader can move a line's quantities behind the aggregate's back."""
@@ -54,8 +64,10 @@ class LineView(TypedDict):
     ordered: ReadOnly[int]
     allocated: ReadOnly[int]
     backordered: ReadOnly[int]
+    shipped: ReadOnly[int]
     cancelled: ReadOnly[int]
     rejected: ReadOnly[int]
+    eta: ReadOnly[datetime | None]  # the last promised date stated for its queued units
 
 
 class Line(LineView):
@@ -65,35 +77,23 @@ class Line(LineView):
 
     allocated: int
     backordered: int
+    shipped: int
     cancelled: int
     rejected: int
+    eta: datetime | None
 
 
-@dataclass(frozen=True, order=True, slots=True)
-class QueueEntry:
-    """A backordered line's place in the queue; entries sort in fill order: higher
-    priority first, then the earlier order, then the earlier arrival, then the line's
-    index in its order. The key makes every entry distinct, so the order is total."""
+class Policy(TypedDict):
+    """How the SKU treats what its stock cannot cover (contract: BackorderPolicySet)."""
 
-    priority_rank: int  # -priority: a higher priority sorts first
-    placed_at: datetime
-    arrival: int  # intake position of the command that backordered the line
-    line_index: int
-    key: str  # line_key(order_id, line_id)
-
-    @classmethod
-    def of(cls, line: LineView, arrival: int, line_index: int) -> QueueEntry:
-        return cls(
-            -line["priority"],
-            line["placed_at"],
-            arrival,
-            line_index,
-            line_key(line["order_id"], line["line_id"]),
-        )
+    backorders: BackorderMode
+    limit: int | None
+    max_wait_days: int | None
 
 
-# The part of a queue entry that its line knows: what Sku._dequeue bisects on.
-_PRIORITY_RANK_AND_TIME = attrgetter("priority_rank", "placed_at")
+class Inbound(TypedDict):
+    quantity: int
+    expected_at: datetime
 
 
 class _Lines(Mapping[str, LineView]):
@@ -128,8 +128,18 @@ class Cause:
     step: int = 0
 
 
+@dataclass(frozen=True)
+class ShipmentSource:
+    """Where a shipment came from: the coordinates of its dead letter if a line over-ships."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
 class Sku(Aggregate):
-    """One SKU's stock and backorder queue; the single writer of its allocations."""
+    """One SKU's stock, backorder queue, policy and expected supply; the single writer of
+    its allocations."""
 
     class Registered(Aggregate.Created):
         sku: str
@@ -166,7 +176,8 @@ class Sku(Aggregate):
 
         def apply(self, aggregate: Any) -> None:
             super().apply(aggregate)
-            aggregate._lines[line_key(self.order_id, self.line_id)] = Line(
+            key = line_key(self.order_id, self.line_id)
+            aggregate._lines[key] = Line(
                 order_id=self.order_id,
                 line_id=self.line_id,
                 customer_id=self.customer_id,
@@ -175,9 +186,13 @@ class Sku(Aggregate):
                 ordered=self.ordered,
                 allocated=0,
                 backordered=0,
+                shipped=0,
                 cancelled=self.cancelled_before_placement,
                 rejected=0,
+                eta=None,
             )
+            if self.cancelled_before_placement == self.ordered:
+                del aggregate._lines[key]  # all cancelled before it came: settled at once
 
     class LineAllocated(Decided):
         def apply(self, aggregate: Any) -> None:
@@ -193,31 +208,47 @@ class Sku(Aggregate):
         customer_id: str
         priority: int
         placed_at: datetime
+        eta: datetime | None = None  # version 2; None in events recorded before it
 
         def apply(self, aggregate: Any) -> None:
             super().apply(aggregate)
             key = line_key(self.order_id, self.line_id)
             line = aggregate._lines[key]
             line["backordered"] += self.quantity
-            bisect.insort(aggregate._queue, QueueEntry.of(line, self.arrival, self.line_index))
+            line["eta"] = self.eta
+            entry = QueueEntry(
+                -line["priority"], line["placed_at"], self.arrival, self.line_index, key
+            )
+            aggregate._queue.add(entry, line["backordered"])
+            aggregate._moved_units += self.quantity
 
     class LineRejected(Decided):
         reason: str
 
         def apply(self, aggregate: Any) -> None:
             super().apply(aggregate)
-            aggregate._lines[line_key(self.order_id, self.line_id)]["rejected"] += self.quantity
+            key = line_key(self.order_id, self.line_id)
+            aggregate._lines[key]["rejected"] += self.quantity
+            aggregate._forget_if_settled(key)
 
     class StockReceived(Recorded):
         causation_id: UUID
         occurred_at: datetime
         receipt_id: str
         quantity: int
+        inbound_id: str | None = None  # version 2
 
         def apply(self, aggregate: Any) -> None:
             super().apply(aggregate)
             aggregate.received += self.quantity
             aggregate.available += self.quantity
+            inbound = aggregate._inbounds.get(self.inbound_id) if self.inbound_id else None
+            if inbound is not None:
+                taken = min(self.quantity, inbound["quantity"])
+                inbound["quantity"] -= taken
+                if not inbound["quantity"]:
+                    del aggregate._inbounds[self.inbound_id]
+                aggregate._moved_units += taken
 
     class BackorderFilled(Decided):
         remaining_backordered: int
@@ -229,11 +260,12 @@ class Sku(Aggregate):
             line["backordered"] -= self.quantity
             line["allocated"] += self.quantity
             aggregate.available -= self.quantity
-            if line["backordered"] == 0:
-                aggregate._dequeue(key)
+            aggregate._queue.set_units(key, line["backordered"])
+            aggregate._moved_units += self.quantity
 
     class BackorderCancelled(Decided):
         remaining_backordered: int
+        reason: str = "cancelled"  # version 2: or "expired"
 
         def apply(self, aggregate: Any) -> None:
             super().apply(aggregate)
@@ -241,28 +273,123 @@ class Sku(Aggregate):
             line = aggregate._lines[key]
             line["backordered"] -= self.quantity
             line["cancelled"] += self.quantity
-            if line["backordered"] == 0:
-                aggregate._dequeue(key)
+            aggregate._queue.set_units(key, line["backordered"])
+            aggregate._moved_units += self.quantity
+            aggregate._forget_if_settled(key)
 
     class AllocationReleased(Decided):
         def apply(self, aggregate: Any) -> None:
             super().apply(aggregate)
-            line = aggregate._lines[line_key(self.order_id, self.line_id)]
+            key = line_key(self.order_id, self.line_id)
+            line = aggregate._lines[key]
             line["allocated"] -= self.quantity
             line["cancelled"] += self.quantity
             aggregate.available += self.quantity
+            aggregate._forget_if_settled(key)
+
+    class LineShipped(Decided):
+        remaining_allocated: int
+        shipment_id: str
+
+        def apply(self, aggregate: Any) -> None:
+            super().apply(aggregate)
+            key = line_key(self.order_id, self.line_id)
+            line = aggregate._lines[key]
+            line["allocated"] -= self.quantity
+            line["shipped"] += self.quantity
+            aggregate.shipped += self.quantity
+            aggregate._forget_if_settled(key)
+
+    class ShipmentLineRefused(Recorded):
+        """A shipment line asked for more than the line held allocated: no effect, and a
+        dead letter (reason over_shipment) for whoever sent it."""
+
+        causation_id: UUID
+        occurred_at: datetime
+        shipment_id: str
+        order_id: str
+        line_id: str
+        quantity: int
+        allocated: int
+        source_topic: str
+        source_partition: int
+        source_offset: int
+
+    class BackorderEtaChanged(Decided):
+        eta: datetime | None
+        previous_eta: datetime | None
+
+        def apply(self, aggregate: Any) -> None:
+            super().apply(aggregate)
+            aggregate._lines[line_key(self.order_id, self.line_id)]["eta"] = self.eta
+
+    class PolicySet(Recorded):
+        causation_id: UUID
+        occurred_at: datetime
+        backorders: str
+        limit: int | None
+        max_wait_days: int | None
+
+        def apply(self, aggregate: Any) -> None:
+            super().apply(aggregate)
+            aggregate.policy = Policy(
+                backorders=self.backorders,  # type: ignore[typeddict-item]
+                limit=self.limit if self.backorders == "limit" else None,
+                max_wait_days=self.max_wait_days,
+            )
+            aggregate._deadline_reset = True
+
+    class InboundExpected(Recorded):
+        causation_id: UUID
+        occurred_at: datetime
+        inbound_id: str
+        quantity: int
+        expected_at: datetime
+
+        def apply(self, aggregate: Any) -> None:
+            super().apply(aggregate)
+            inbounds = aggregate._inbounds
+            before = inbounds.get(self.inbound_id)
+            aggregate._reach = max(aggregate._reach, aggregate.inbound)
+            if before is not None and before["expected_at"] == self.expected_at:
+                aggregate._moved_units += abs(self.quantity - before["quantity"])
+            else:
+                aggregate._dates_moved = True  # a new date: the schedule's order may change
+            if self.quantity:
+                inbounds[self.inbound_id] = Inbound(
+                    quantity=self.quantity, expected_at=self.expected_at
+                )
+            else:
+                inbounds.pop(self.inbound_id, None)
+            aggregate._reach = max(aggregate._reach, aggregate.inbound)
 
     # The version of the state in snapshots (eventsourcing): 2 since `lines` and `queue`
-    # became private and queue entries QueueEntry; older snapshots go through upcast_v1_v2.
-    class_version = 2
+    # became private and queue entries QueueEntry; 3 since version 2 of the contract
+    # (shipments, policies, inbounds, the queue's running totals). Older snapshots are
+    # upcast by upcast_v1_v2 and upcast_v2_v3.
+    class_version = 3
+
+    # What the command being applied moved, for the promised dates (see _restate_etas) and
+    # the deadlines; reset as each command starts. Class defaults, so a state restored from
+    # any snapshot has them.
+    _moved_units = 0
+    _dates_moved = False
+    _reach = 0
+    _deadline_reset = False
+    _earliest_queued: datetime | None = None
+    # Between begin_input and end_input: the dates are restated once, for the whole input.
+    _input_open = False
 
     def __init__(self, sku: str) -> None:
         self.sku = sku
         self.received = 0
+        self.shipped = 0
         self.available = 0
+        self.policy: Policy | None = None
         # Private: only the events' apply() change them; readers get copies (see `lines`).
-        self._lines: dict[str, Line] = {}
-        self._queue: list[QueueEntry] = []  # the open backorders, kept sorted in fill order
+        self._lines: dict[str, Line] = {}  # the open lines: a settled line is forgotten
+        self._queue = BackorderQueue()  # the open backorders in fill order, with totals
+        self._inbounds: dict[str, Inbound] = {}  # open inbounds by inbound_id
         self.last_position = 0
 
     @staticmethod
@@ -273,6 +400,23 @@ class Sku(Aggregate):
         state["_lines"] = state.pop("lines")
         state["_queue"] = [QueueEntry(*entry) for entry in state.pop("queue")]
 
+    @staticmethod
+    def upcast_v2_v3(state: dict[str, Any]) -> None:
+        """Before version 2 of the contract: no shipments, policy or inbounds, settled
+        lines kept, and the queue a plain sorted list."""
+        lines: dict[str, Any] = state["_lines"]
+        for line in lines.values():
+            line.setdefault("shipped", 0)
+            line.setdefault("eta", None)
+        queued = [(entry, lines[entry.key]["backordered"]) for entry in state["_queue"]]
+        state["_queue"] = BackorderQueue(queued)
+        state["_lines"] = {
+            key: line for key, line in lines.items() if line["allocated"] or line["backordered"]
+        }
+        state.setdefault("shipped", 0)
+        state.setdefault("policy", None)
+        state.setdefault("_inbounds", {})
+
     @classmethod
     def register(cls, sku: str) -> Sku:
         return cls._create(cls.Registered, id=sku_aggregate_id(sku), sku=sku)
@@ -280,16 +424,32 @@ class Sku(Aggregate):
     # --- reading ----------------------------------------------------------------------
 
     @property
+    def on_hand(self) -> int:
+        """Stock in the warehouse: received and not shipped."""
+        return self.received - self.shipped
+
+    @property
     def allocated(self) -> int:
-        return self.received - self.available
+        return self.on_hand - self.available
 
     @property
     def backordered(self) -> int:
-        return sum(self._lines[entry.key]["backordered"] for entry in self._queue)
+        return self._queue.total_units
+
+    @property
+    def inbound(self) -> int:
+        """Units expected on open inbounds."""
+        return sum(inbound["quantity"] for inbound in self._inbounds.values())
+
+    @property
+    def inbounds(self) -> dict[str, Inbound]:
+        """Open inbounds by id: copies."""
+        return {key: Inbound(**value) for key, value in self._inbounds.items()}
 
     @property
     def lines(self) -> Mapping[str, LineView]:
-        """Every line the SKU ever held, by line_key; each read is a copy."""
+        """The open lines (something allocated or backordered), by line_key; each read is a
+        copy. A settled line is forgotten: the SKU grows with its open lines only."""
         return _Lines(self._lines)
 
     @property
@@ -301,11 +461,53 @@ class Sku(Aggregate):
         """The open backorders, in fill order: copies, so a reader cannot change them."""
         return [self._lines[entry.key].copy() for entry in self._queue]
 
+    def effective_policy(self, backorders_allowed: bool = True) -> Policy:
+        """The SKU's policy; without one, allow (deny if the service's default denies)."""
+        if self.policy is not None:
+            return self.policy
+        return Policy(
+            backorders="allow" if backorders_allowed else "deny", limit=None, max_wait_days=None
+        )
+
     def has_applied(self, position: int) -> bool:
         """Commands are numbered by intake's log; one already applied must not act again."""
         return position <= self.last_position
 
+    def next_deadline(self) -> datetime | None:
+        """When the oldest queued line expires under the policy's max_wait_days, if any."""
+        days = self.policy["max_wait_days"] if self.policy else None
+        if days is None or not self._queue:
+            return None
+        return min(entry.placed_at for entry in self._queue) + timedelta(days=days)
+
+    def deadline_news(self) -> tuple[bool, datetime | None]:
+        """What the last command did to the SKU's deadlines: (True, exact next deadline) if
+        they must be looked at anew (a policy changed), else (False, the earliest deadline of
+        lines it queued, if any): the Deadlines index only ever moves earlier on its own."""
+        if self._deadline_reset:
+            return True, self.next_deadline()
+        days = self.policy["max_wait_days"] if self.policy else None
+        if days is None or self._earliest_queued is None:
+            return False, None
+        return False, self._earliest_queued + timedelta(days=days)
+
     # --- commands ---------------------------------------------------------------------
+
+    def begin_input(self) -> None:
+        """The commands of one input follow (one sku-commands message: an order's lines of
+        this SKU, a cancellation's, a shipment's).
+
+        Contract, "Order of the decisions of one input, per SKU": the input's own decisions,
+        then one BackorderEtaChanged per queued line whose date moved. Restated after each
+        command, an order with two lines of this SKU told a line behind them of its date
+        twice, between the two lines' decisions; so end_input restates them once."""
+        self._begin()
+        self._input_open = True
+
+    def end_input(self, cause: Cause) -> None:
+        """Restates the dates the input's commands moved; `cause`: its last command's."""
+        self._input_open = False
+        self._restate_etas(cause)
 
     def place_line(
         self,
@@ -320,9 +522,11 @@ class Sku(Aggregate):
         cancelled_before_placement: int = 0,
         backorders_allowed: bool = True,
     ) -> None:
-        """A new line takes what is available; the rest is backordered (or rejected)."""
+        """A new line takes what is available; the rest is backordered, or rejected as far
+        as the SKU's policy says (`backorders_allowed`: the default when it has none)."""
         if self.has_applied(cause.position) or line_key(order_id, line_id) in self._lines:
             return
+        self._begin()
         cancelled = min(cancelled_before_placement, quantity)
         self.trigger_event(
             self.LinePlaced,
@@ -344,33 +548,44 @@ class Sku(Aggregate):
         if taken:
             self._decide(self.LineAllocated, cause, order_id, line_id, taken)
         rest = wanted - taken
-        if not rest:
-            return
-        if not backorders_allowed:
+        policy = self.effective_policy(backorders_allowed)
+        queued, reason = rest, ""
+        if policy["backorders"] == "deny":
+            queued, reason = 0, "backorders_denied"
+        elif policy["backorders"] == "limit":
+            room = max(0, (policy["limit"] or 0) - self._queue.total_units)
+            queued, reason = min(rest, room), "backorder_limit"
+        if queued:
+            key = line_key(order_id, line_id)
+            entry = QueueEntry(-priority, cause.occurred_at, cause.position, line_index, key)
+            ahead, units_ahead = self._queue.place_of(entry)
             self._decide(
-                self.LineRejected, cause, order_id, line_id, rest, reason="backorders_not_allowed"
+                self.LineBackordered,
+                cause,
+                order_id,
+                line_id,
+                queued,
+                queue_position=ahead + 1,
+                line_index=line_index,
+                arrival=cause.position,
+                customer_id=customer_id,
+                priority=priority,
+                placed_at=cause.occurred_at,
+                eta=self._eta_of(units_ahead + queued, self._schedule()),
             )
-            return
-        line = self._lines[line_key(order_id, line_id)]
-        entry = QueueEntry.of(line, cause.position, line_index)
-        self._decide(
-            self.LineBackordered,
-            cause,
-            order_id,
-            line_id,
-            rest,
-            queue_position=bisect.bisect(self._queue, entry) + 1,
-            line_index=line_index,
-            arrival=cause.position,
-            customer_id=customer_id,
-            priority=priority,
-            placed_at=line["placed_at"],
-        )
+            self._earliest_queued = cause.occurred_at
+        if rest - queued:
+            self._decide(self.LineRejected, cause, order_id, line_id, rest - queued, reason=reason)
+        self._restate_etas(cause)
 
-    def receive_stock(self, cause: Cause, *, receipt_id: str, quantity: int) -> None:
-        """Received stock fills the head of the queue first; the rest becomes available."""
+    def receive_stock(
+        self, cause: Cause, *, receipt_id: str, quantity: int, inbound_id: str | None = None
+    ) -> None:
+        """Received stock fills the head of the queue first; the rest becomes available. A
+        receipt for one of the SKU's inbounds takes its quantity off what that one expects."""
         if self.has_applied(cause.position):
             return
+        self._begin()
         self.trigger_event(
             self.StockReceived,
             position=cause.position,
@@ -379,18 +594,22 @@ class Sku(Aggregate):
             occurred_at=cause.occurred_at,
             receipt_id=receipt_id,
             quantity=quantity,
+            inbound_id=inbound_id,
         )
         self._fill_queue(cause)
+        self._restate_etas(cause)
 
     def cancel_line(
         self, cause: Cause, *, order_id: str, line_id: str, quantity: int | None
     ) -> None:
-        """Queued quantity goes first, then allocated stock is released and re-offered."""
+        """Queued quantity goes first, then allocated stock is released and re-offered;
+        shipped units are never touched."""
         if self.has_applied(cause.position):
             return
         line = self._lines.get(line_key(order_id, line_id))
         if line is None:
-            return
+            return  # unknown here, or settled: nothing outstanding
+        self._begin()
         outstanding = line["allocated"] + line["backordered"]
         to_cancel = outstanding if quantity is None else min(quantity, outstanding)
         from_queue = min(to_cancel, line["backordered"])
@@ -402,18 +621,143 @@ class Sku(Aggregate):
                 line_id,
                 from_queue,
                 remaining_backordered=line["backordered"] - from_queue,
+                reason="cancelled",
             )
         released = to_cancel - from_queue
         if released:
             self._decide(self.AllocationReleased, cause, order_id, line_id, released)
             self._fill_queue(cause)
+        self._restate_etas(cause)
+
+    def ship_line(
+        self,
+        cause: Cause,
+        *,
+        shipment_id: str,
+        order_id: str,
+        line_id: str,
+        quantity: int,
+        source: ShipmentSource,
+    ) -> None:
+        """Allocated units leave: on-hand stock goes down with them, available does not.
+        More than the line holds allocated is refused whole (over_shipment)."""
+        if self.has_applied(cause.position):
+            return
+        line = self._lines.get(line_key(order_id, line_id))
+        held = 0 if line is None else line["allocated"]
+        if quantity > held:
+            self.trigger_event(
+                self.ShipmentLineRefused,
+                position=cause.position,
+                sku=self.sku,
+                causation_id=cause.causation_id,
+                occurred_at=cause.occurred_at,
+                shipment_id=shipment_id,
+                order_id=order_id,
+                line_id=line_id,
+                quantity=quantity,
+                allocated=held,
+                source_topic=source.topic,
+                source_partition=source.partition,
+                source_offset=source.offset,
+            )
+            return
+        self._decide(
+            self.LineShipped,
+            cause,
+            order_id,
+            line_id,
+            quantity,
+            remaining_allocated=held - quantity,
+            shipment_id=shipment_id,
+        )
+
+    def set_policy(
+        self,
+        cause: Cause,
+        *,
+        backorders: BackorderMode,
+        limit: int | None,
+        max_wait_days: int | None,
+    ) -> None:
+        """Governs lines placed after it; queued lines stay queued, but max_wait_days holds
+        for every one of them."""
+        if self.has_applied(cause.position):
+            return
+        self._begin()
+        self.trigger_event(
+            self.PolicySet,
+            position=cause.position,
+            sku=self.sku,
+            causation_id=cause.causation_id,
+            occurred_at=cause.occurred_at,
+            backorders=backorders,
+            limit=limit if backorders == "limit" else None,
+            max_wait_days=max_wait_days,
+        )
+
+    def expect_inbound(
+        self, cause: Cause, *, inbound_id: str, quantity: int, expected_at: datetime
+    ) -> None:
+        """A new inbound, a revision of one (its quantity and date replaced), or, with 0,
+        its withdrawal; queued lines whose promised date moves are told."""
+        if self.has_applied(cause.position):
+            return
+        self._begin()
+        self.trigger_event(
+            self.InboundExpected,
+            position=cause.position,
+            sku=self.sku,
+            causation_id=cause.causation_id,
+            occurred_at=cause.occurred_at,
+            inbound_id=inbound_id,
+            quantity=quantity,
+            expected_at=expected_at,
+        )
+        self._restate_etas(cause)
+
+    def expire(self, cause: Cause) -> None:
+        """At a tick, the queued quantity of every line waiting longer than max_wait_days
+        (from its order's time to the tick's) is cancelled, reason expired."""
+        if self.has_applied(cause.position):
+            return
+        days = self.policy["max_wait_days"] if self.policy else None
+        if days is None:
+            return
+        self._begin()
+        oldest = cause.occurred_at - timedelta(days=days)
+        for entry in [entry for entry in self._queue if entry.placed_at <= oldest]:
+            line = self._lines[entry.key]
+            self._decide(
+                self.BackorderCancelled,
+                cause,
+                line["order_id"],
+                line["line_id"],
+                line["backordered"],
+                remaining_backordered=0,
+                reason="expired",
+            )
+        self._restate_etas(cause)
 
     # --- rules shared by the commands ---------------------------------------------------
+
+    def _begin(self) -> None:
+        """A command starts: nothing of it has moved the deadlines, the queue or the
+        inbounds yet. Within an input (begin_input) the moves add up until end_input."""
+        self._deadline_reset = False
+        self._earliest_queued = None
+        if self._input_open:
+            return
+        self._moved_units = 0
+        self._dates_moved = False
+        self._reach = self.inbound
 
     def _fill_queue(self, cause: Cause) -> None:
         """Strictly in order: nobody behind the head is served while the head waits."""
         while self.available and self._queue:
-            line = self._lines[self._queue[0].key]
+            head = self._queue.head()
+            assert head is not None
+            line = self._lines[head.key]
             filled = min(self.available, line["backordered"])
             self._decide(
                 self.BackorderFilled,
@@ -424,21 +768,72 @@ class Sku(Aggregate):
                 remaining_backordered=line["backordered"] - filled,
             )
 
-    def _dequeue(self, key: str) -> None:
-        """Takes a line off the queue by its key, once nothing of it is backordered.
-
-        The line knows the head of its entry (priority, order time), not its arrival, so a
-        bisection finds the first entry with that head and the key is sought from there: a
-        fill (always of the head of the queue) is found at once, a cancellation among the
-        few lines placed with the same priority at the same time."""
+    def _forget_if_settled(self, key: str) -> None:
+        """A line with nothing allocated and nothing queued is done at this SKU; commands
+        that could still name it are refused by position before they reach it."""
         line = self._lines[key]
-        queue = self._queue
-        index = bisect.bisect_left(
-            queue, (-line["priority"], line["placed_at"]), key=_PRIORITY_RANK_AND_TIME
-        )
-        while queue[index].key != key:
-            index += 1
-        del queue[index]
+        if not line["allocated"] and not line["backordered"]:
+            del self._lines[key]
+
+    def _schedule(self) -> list[tuple[int, datetime]]:
+        """The open inbounds in the order they cover the queue (earliest expected first,
+        then inbound_id): each one's last covered unit, counted from the head, and date."""
+        covered, schedule = 0, []
+        for inbound_id in sorted(
+            self._inbounds, key=lambda i: (self._inbounds[i]["expected_at"], i)
+        ):
+            covered += self._inbounds[inbound_id]["quantity"]
+            schedule.append((covered, self._inbounds[inbound_id]["expected_at"]))
+        return schedule
+
+    @staticmethod
+    def _eta_of(units: int, schedule: list[tuple[int, datetime]]) -> datetime | None:
+        """The date of the inbound that covers the `units`-th queued unit; None past all."""
+        for covered, expected_at in schedule:
+            if covered >= units:
+                return expected_at
+        return None
+
+    def _restate_etas(self, cause: Cause) -> None:
+        """Tells every queued line whose promised date moved, in queue order.
+
+        A line's date follows from how many units are queued up to it and the inbounds'
+        cumulative quantities. If this command moved queued units or inbound quantities by
+        W in all, a line's date can only have moved if it now ends within W units of one
+        of the inbounds' cumulative boundaries; only those lines are looked at. A new date
+        (or a new or withdrawn inbound) can reorder the schedule: then every line within
+        what was or is covered is looked at. The queue keeps running totals, so finding
+        those lines costs no walk from the head."""
+        if self._input_open:
+            return  # end_input restates once for all the input's commands
+        schedule = self._schedule()
+        if self._dates_moved:
+            windows = [(0, max(self._reach, self.inbound) + self._moved_units)]
+        elif self._moved_units and (schedule or self._reach):
+            width = self._moved_units
+            windows = []
+            for boundary in [0, *(covered for covered, _ in schedule)]:
+                low, high = max(0, boundary - width), boundary + width
+                if windows and low <= windows[-1][1]:
+                    windows[-1] = (windows[-1][0], max(windows[-1][1], high))
+                else:
+                    windows.append((low, high))
+        else:
+            return
+        for low, high in windows:
+            for entry, units in list(self._queue.covering(low, high)):
+                line = self._lines[entry.key]
+                eta = self._eta_of(units, schedule)
+                if eta != line["eta"]:
+                    self._decide(
+                        self.BackorderEtaChanged,
+                        cause,
+                        line["order_id"],
+                        line["line_id"],
+                        line["backordered"],
+                        eta=eta,
+                        previous_eta=line["eta"],
+                    )
 
     def _decide(
         self,
@@ -461,3 +856,48 @@ class Sku(Aggregate):
             quantity=quantity,
             **extra,
         )
+
+
+class Deadlines(Aggregate):
+    """For one scope (a sku-commands partition: its SKUs have one writer), when each SKU
+    next needs a tick's visit. A tick then visits those SKUs, never every SKU of the scope.
+
+    Each due time is the deadline of a line the SKU queued, or its exact next deadline as
+    of the last visit: never later than the SKU's real next deadline, sometimes earlier
+    (the line may have been filled since), which costs one visit that expires nothing."""
+
+    class Started(Aggregate.Created):
+        scope: str
+
+    class Noted(Aggregate.Event):
+        sku: str
+        due: datetime | None
+
+        def apply(self, aggregate: Any) -> None:
+            if self.due is None:
+                aggregate.due_times.pop(self.sku, None)
+            else:
+                aggregate.due_times[self.sku] = self.due
+
+    def __init__(self, scope: str) -> None:
+        self.scope = scope
+        self.due_times: dict[str, datetime] = {}
+
+    @classmethod
+    def start(cls, scope: str) -> Deadlines:
+        return cls._create(cls.Started, id=deadlines_aggregate_id(scope), scope=scope)
+
+    def due(self, at: datetime) -> list[str]:
+        """The SKUs to visit at a tick at `at`, in a fixed order (replays repeat it)."""
+        return sorted(sku for sku, due in self.due_times.items() if due <= at)
+
+    def note(self, sku: str, news: tuple[bool, datetime | None]) -> None:
+        """Takes a SKU's deadline_news(): an exact next deadline, or one that may be
+        earlier than the one held."""
+        exact, due = news
+        held = self.due_times.get(sku)
+        if exact:
+            if due != held:
+                self.trigger_event(self.Noted, sku=sku, due=due)
+        elif due is not None and (held is None or due < held):
+            self.trigger_event(self.Noted, sku=sku, due=due)

@@ -7,7 +7,7 @@ from typing import Any
 
 from services.adapters.relay import Outgoing, Translate
 from services.adapters.settings import Settings
-from services.allocation.translate import decision_message
+from services.allocation.translate import decision_message, over_shipment_letter
 from services.kernel.dead_letters import dead_letter_message
 
 
@@ -19,7 +19,7 @@ def allocation_outgoing(settings: Settings) -> Translate:
         if decision is not None:
             value = decision.model_dump_json().encode()
             return [Outgoing(topics.decisions, decision.order_id, value, notification_id)]
-        dead = dead_letter_message(event)
+        dead = dead_letter_message(event) or over_shipment_letter(event)
         if dead is not None:
             value = dead.model_dump_json().encode()
             return [Outgoing(topics.dead_letters, dead.key, value, notification_id)]

@@ -63,7 +63,24 @@ places = st.builds(
 )
 receives = st.builds(Receive, quantity=st.integers(1, 8))
 cancels = st.builds(Cancel, order_id=order_ids, quantity=st.none() | st.integers(1, 15))
-histories = st.lists(st.one_of(places, places, places, receives, cancels), min_size=8, max_size=40)
+
+
+def placed_once(steps: list[Step]) -> list[Step]:
+    """Intake records an order once: a second placement never reaches the SKU."""
+    seen: set[str] = set()
+    kept: list[Step] = []
+    for step in steps:
+        if isinstance(step, Place):
+            if step.order_id in seen:
+                continue
+            seen.add(step.order_id)
+        kept.append(step)
+    return kept
+
+
+histories = st.lists(
+    st.one_of(places, places, places, receives, cancels), min_size=8, max_size=40
+).map(placed_once)
 
 
 def position_of(index: int) -> int:
@@ -157,7 +174,7 @@ class Model:
         rest = wanted - taken
         if rest and not step.backorders_allowed:
             line.rejected = rest
-            decisions.append(("LineRejected", step.order_id, "1", rest, "backorders_not_allowed"))
+            decisions.append(("LineRejected", step.order_id, "1", rest, "backorders_denied"))
         elif rest:
             line.backordered = rest
             position = self.queue().index(line) + 1

@@ -14,6 +14,7 @@ import pytest
 from aiokafka.structs import ConsumerRecord
 from eventsourcing.persistence import Tracking
 
+from events.commands import SkuCommands
 from services.adapters.kafka import SOURCE_POSITION_HEADER
 from services.adapters.settings import Settings
 from services.allocation.application import Allocation
@@ -45,7 +46,7 @@ def relayed(position_in_header: int | None = None) -> ConsumerRecord:
 def test_a_message_as_intake_relay_writes_it_is_read() -> None:
     decoded = decode(relayed())
     assert decoded.refusal is None
-    assert decoded.commands is not None
+    assert isinstance(decoded.commands, SkuCommands)
     assert decoded.commands.sku == "SKU-0"
 
 

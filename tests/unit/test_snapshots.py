@@ -13,7 +13,8 @@ from eventsourcing.persistence import StoredEvent, Tracking
 
 from services.adapters.store import application_env
 from services.allocation.application import Allocation
-from services.allocation.domain import Cause, QueueEntry, Sku, sku_aggregate_id
+from services.allocation.domain import Cause, Sku, sku_aggregate_id
+from services.allocation.queue import QueueEntry
 from tests.histories import random_history, sku_states
 from tests.unit.stories import SkuStory, at, cause_id, decided, event_fields
 
