@@ -38,6 +38,10 @@ def isolated_settings(bootstrap: str, database_url: str, **overrides: Any) -> Se
         orders=f"t{tag}.orders",
         cancellations=f"t{tag}.cancellations",
         receipts=f"t{tag}.receipts",
+        shipments=f"t{tag}.shipments",
+        policies=f"t{tag}.sku-policies",
+        inbound=f"t{tag}.inbound",
+        clock=f"t{tag}.clock",
         sku_commands=f"t{tag}.sku-commands",
         decisions=f"t{tag}.allocation-decisions",
         dead_letters=f"t{tag}.dlq",
@@ -53,6 +57,7 @@ def isolated_settings(bootstrap: str, database_url: str, **overrides: Any) -> Se
         "relay_idle_interval": 0.02,
         "http_host": "127.0.0.1",
         "http_port": free_port(),
+        "clock_interval_seconds": 0,  # tests publish the ticks they want, at chosen times
     }
     options.update(overrides)
     return Settings(**options)
@@ -75,12 +80,17 @@ def environment(settings: Settings, **extra: str) -> dict[str, str]:
         TOPIC_ORDERS=topics.orders,
         TOPIC_CANCELLATIONS=topics.cancellations,
         TOPIC_RECEIPTS=topics.receipts,
+        TOPIC_SHIPMENTS=topics.shipments,
+        TOPIC_POLICIES=topics.policies,
+        TOPIC_INBOUND=topics.inbound,
+        TOPIC_CLOCK=topics.clock,
         TOPIC_SKU_COMMANDS=topics.sku_commands,
         TOPIC_DECISIONS=topics.decisions,
         TOPIC_DEAD_LETTERS=topics.dead_letters,
         TOPIC_DEMAND_HISTORY=topics.demand_history,
         TOPIC_BACKORDER_QUEUE=topics.backorder_queue,
         KAFKA_SESSION_TIMEOUT_MS=str(settings.kafka_session_timeout_ms),
+        CLOCK_INTERVAL_SECONDS=str(settings.clock_interval_seconds),
         LOG_LEVEL="INFO",
     )
     env.update(extra)
@@ -132,14 +142,84 @@ def order(
     }
 
 
-def receipt(receipt_id: str, sku: str, quantity: int, *, minutes: float = 0) -> dict[str, Any]:
-    return {
+def receipt(
+    receipt_id: str,
+    sku: str,
+    quantity: int,
+    *,
+    minutes: float = 0,
+    inbound_id: str | None = None,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
         "type": "StockReceived",
         "event_id": event_id(),
         "occurred_at": at(minutes),
         "receipt_id": receipt_id,
         "sku": sku,
         "quantity": quantity,
+    }
+    if inbound_id is not None:
+        body["inbound_id"] = inbound_id
+    return body
+
+
+def shipment(
+    shipment_id: str,
+    order_id: str,
+    lines: Sequence[tuple[str, int]],
+    *,
+    minutes: float = 0,
+) -> dict[str, Any]:
+    return {
+        "type": "ShipmentDispatched",
+        "event_id": event_id(),
+        "occurred_at": at(minutes),
+        "shipment_id": shipment_id,
+        "order_id": order_id,
+        "lines": [{"line_id": lid, "quantity": qty} for lid, qty in lines],
+    }
+
+
+def policy(
+    sku: str,
+    backorders: str,
+    *,
+    limit: int | None = None,
+    max_wait_days: int | None = None,
+    minutes: float = 0,
+) -> dict[str, Any]:
+    return {
+        "type": "BackorderPolicySet",
+        "event_id": event_id(),
+        "occurred_at": at(minutes),
+        "sku": sku,
+        "backorders": backorders,
+        "limit": limit,
+        "max_wait_days": max_wait_days,
+    }
+
+
+def inbound(
+    inbound_id: str, sku: str, quantity: int, *, days: float, minutes: float = 0
+) -> dict[str, Any]:
+    """Expected `days` after T0."""
+    return {
+        "type": "InboundExpected",
+        "event_id": event_id(),
+        "occurred_at": at(minutes),
+        "inbound_id": inbound_id,
+        "sku": sku,
+        "quantity": quantity,
+        "expected_at": (T0 + timedelta(days=days)).isoformat(),
+    }
+
+
+def tick(*, days: float) -> dict[str, Any]:
+    """A clock tick `days` after T0."""
+    return {
+        "type": "ClockTicked",
+        "event_id": event_id(),
+        "occurred_at": (T0 + timedelta(days=days)).isoformat(),
     }
 
 
@@ -161,8 +241,8 @@ def cancellation(
     return body
 
 
-async def publish(settings: Settings, messages: Sequence[tuple[str, str, bytes]]) -> None:
-    """(topic, key, value) in order; waits for every acknowledgement."""
+async def publish(settings: Settings, messages: Sequence[tuple[str, str | None, bytes]]) -> None:
+    """(topic, key, value) in order (key None: none); waits for every acknowledgement."""
     producer = AIOKafkaProducer(
         **settings.kafka_client_options(),
         acks="all",
@@ -173,7 +253,7 @@ async def publish(settings: Settings, messages: Sequence[tuple[str, str, bytes]]
     try:
         async with asyncio.timeout(60):  # a send stuck across a broker restart fails, not hangs
             futures = [
-                await producer.send(topic, value, key=key.encode())
+                await producer.send(topic, value, key=None if key is None else key.encode())
                 for topic, key, value in messages
             ]
             await asyncio.gather(*futures)

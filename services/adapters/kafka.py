@@ -46,9 +46,9 @@ async def ensure_topics(settings: Settings) -> dict[str, int]:
     """Creates missing topics; returns every topic's partition count."""
     topics = settings.topics
     wanted = {
-        topics.orders: settings.topic_partitions,
-        topics.cancellations: settings.topic_partitions,
-        topics.receipts: settings.topic_partitions,
+        **dict.fromkeys(topics.inputs(), settings.topic_partitions),
+        # Time is one ordered stream: intake records ticks in the order they were published.
+        topics.clock: 1,
         topics.sku_commands: settings.sku_commands_partitions,
         topics.decisions: settings.topic_partitions,
         topics.dead_letters: settings.topic_partitions,

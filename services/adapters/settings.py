@@ -16,6 +16,10 @@ class Topics(BaseSettings):
     orders: str = DEFAULT_TOPICS["orders"]
     cancellations: str = DEFAULT_TOPICS["cancellations"]
     receipts: str = DEFAULT_TOPICS["receipts"]
+    shipments: str = DEFAULT_TOPICS["shipments"]
+    policies: str = DEFAULT_TOPICS["policies"]
+    inbound: str = DEFAULT_TOPICS["inbound"]
+    clock: str = DEFAULT_TOPICS["clock"]
     sku_commands: str = DEFAULT_TOPICS["sku_commands"]
     decisions: str = DEFAULT_TOPICS["decisions"]
     dead_letters: str = DEFAULT_TOPICS["dead_letters"]
@@ -23,7 +27,16 @@ class Topics(BaseSettings):
     backorder_queue: str = DEFAULT_TOPICS["backorder_queue"]
 
     def inputs(self) -> list[str]:
-        return [self.orders, self.cancellations, self.receipts]
+        """The topics other services publish to us."""
+        return [
+            self.orders,
+            self.cancellations,
+            self.receipts,
+            self.shipments,
+            self.policies,
+            self.inbound,
+            self.clock,
+        ]
 
 
 class Settings(BaseSettings):
@@ -69,7 +82,14 @@ class Settings(BaseSettings):
     relay_idle_interval: float = Field(default=0.05, gt=0)
     aggregate_cache_size: int = Field(default=100_000, ge=1)
     backorders_allowed: bool = Field(
-        default=True, description="False: what stock cannot cover is rejected (a lost sale)."
+        default=True,
+        description="The policy of a SKU that has none: true allows backorders, false denies "
+        "them (what stock cannot cover is rejected: a lost sale).",
+    )
+    clock_interval_seconds: float = Field(
+        default=60,
+        ge=0,
+        description="The clock stage publishes a ClockTicked this often; 0: never.",
     )
 
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"

@@ -18,6 +18,7 @@ from eventsourcing.persistence import PersistenceError
 
 from projections.publisher import publish_changes
 from projections.runner import ReadModels, follow
+from services.adapters.clock import Clock
 from services.adapters.kafka import (
     BatchConsumer,
     BatchHandler,
@@ -108,6 +109,14 @@ async def _start_projections(service: Service) -> None:
         service.task("projections:publish", stream, stopping.set)
 
 
+async def _start_clock(service: Service) -> None:
+    producer = make_producer(service.settings)
+    await producer.start()
+    service.cleanup("clock producer", producer.stop)
+    clock = Clock(service.settings, producer)
+    service.task("clock", clock.run, clock.stop)
+
+
 async def _start_api(service: Service) -> None:
     """Its port was checked before anything else started (Service._build)."""
     settings, models = service.settings, _opened(service.read_models)
@@ -141,6 +150,7 @@ STAGE_TABLE: dict[str, Stage] = {
     "relay": Stage(frozenset({"intake", "allocation"}), _start_relay),
     "projections": Stage(frozenset({"allocation", "read_models"}), _start_projections),
     "api": Stage(frozenset({"allocation", "read_models"}), _start_api),
+    "clock": Stage(frozenset(), _start_clock),
 }
 STAGES = tuple(STAGE_TABLE)
 

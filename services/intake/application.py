@@ -15,15 +15,33 @@ from eventsourcing.postgres import PostgresAggregateRecorder
 from eventsourcing.sqlite import SQLiteAggregateRecorder
 from psycopg.sql import SQL, Identifier
 
-from events.inputs import InputEvent, OrderCancelled, OrderPlaced, StockReceived
+from events.inputs import (
+    BackorderPolicySet,
+    ClockTicked,
+    InboundExpected,
+    InputEvent,
+    OrderCancelled,
+    OrderPlaced,
+    ShipmentDispatched,
+    StockReceived,
+)
 from services.intake.domain import (
     HeldCancellation,
+    InboundSupply,
     IntakeError,
     Order,
     Receipt,
     RequestedCancellation,
+    Shipment,
+    ShipmentOrigin,
+    SkuPolicy,
+    Tick,
+    inbound_aggregate_id,
     order_aggregate_id,
+    policy_aggregate_id,
     receipt_aggregate_id,
+    shipment_aggregate_id,
+    tick_aggregate_id,
 )
 from services.kernel.caching import forget_cached
 from services.kernel.dead_letters import RefusedInput, Source
@@ -110,10 +128,20 @@ class Intake(Application[UUID]):
         for each one alone costs a round trip per order on PostgreSQL."""
         wanted: set[UUID] = set()
         for item in inputs:
-            if isinstance(item.event, OrderPlaced | OrderCancelled):
-                wanted.add(order_aggregate_id(item.event.order_id))
-            elif isinstance(item.event, StockReceived):
-                wanted.add(receipt_aggregate_id(item.event.receipt_id))
+            event = item.event
+            if isinstance(event, OrderPlaced | OrderCancelled):
+                wanted.add(order_aggregate_id(event.order_id))
+            elif isinstance(event, StockReceived):
+                wanted.add(receipt_aggregate_id(event.receipt_id))
+            elif isinstance(event, ShipmentDispatched):
+                wanted.add(shipment_aggregate_id(event.shipment_id))
+                wanted.add(order_aggregate_id(event.order_id))
+            elif isinstance(event, BackorderPolicySet):
+                wanted.add(policy_aggregate_id(event.sku))
+            elif isinstance(event, InboundExpected):
+                wanted.add(inbound_aggregate_id(event.sku, event.inbound_id))
+            elif isinstance(event, ClockTicked):
+                wanted.add(tick_aggregate_id(str(event.event_id)))
         return wanted - existing(self.recorder, sorted(wanted))
 
     def forget_cached(self) -> None:
@@ -129,6 +157,14 @@ class Intake(Application[UUID]):
             return self._cancel(batch, event, item.source)
         if isinstance(event, StockReceived):
             return self._receive(batch, event)
+        if isinstance(event, ShipmentDispatched):
+            return self._ship(batch, event, item.source)
+        if isinstance(event, BackorderPolicySet):
+            return self._set_policy(batch, event)
+        if isinstance(event, InboundExpected):
+            return self._expect(batch, event)
+        if isinstance(event, ClockTicked):
+            return self._tick(batch, event)
         raise IntakeError(f"unsupported event type {type(event).__name__}")
 
     def _place(
@@ -194,7 +230,7 @@ class Intake(Application[UUID]):
     def _receive(self, batch: _Batch, event: StockReceived) -> bool:
         receipt = batch.get(Receipt, receipt_aggregate_id(event.receipt_id))
         if receipt is not None:
-            receipt.is_duplicate(str(event.event_id), event.sku, event.quantity)
+            receipt.is_duplicate(str(event.event_id), event.sku, event.quantity, event.inbound_id)
             return False
         batch.add(
             Receipt.record(
@@ -203,8 +239,66 @@ class Intake(Application[UUID]):
                 occurred_at=event.occurred_at,
                 sku=event.sku,
                 quantity=event.quantity,
+                inbound_id=event.inbound_id,
             )
         )
+        return True
+
+    def _ship(self, batch: _Batch, event: ShipmentDispatched, source: Source) -> bool:
+        lines = [(line.line_id, line.quantity) for line in event.lines]
+        shipment = batch.get(Shipment, shipment_aggregate_id(event.shipment_id))
+        if shipment is not None:
+            return not shipment.is_duplicate(str(event.event_id), event.order_id, lines)
+        batch.add(
+            Shipment.dispatch(
+                batch.get(Order, order_aggregate_id(event.order_id)),
+                order_id=event.order_id,
+                shipment_id=event.shipment_id,
+                event_id=str(event.event_id),
+                occurred_at=event.occurred_at,
+                lines=lines,
+                origin=ShipmentOrigin(
+                    topic=source["topic"], partition=source["partition"], offset=source["offset"]
+                ),
+            )
+        )
+        return True
+
+    def _set_policy(self, batch: _Batch, event: BackorderPolicySet) -> bool:
+        policy = batch.get(SkuPolicy, policy_aggregate_id(event.sku))
+        if policy is None:
+            policy = SkuPolicy.start(event.sku)
+            batch.add(policy)
+        elif policy.has_seen(str(event.event_id)):
+            return False
+        policy.set(
+            event_id=str(event.event_id),
+            occurred_at=event.occurred_at,
+            backorders=event.backorders,
+            limit=event.limit,
+            max_wait_days=event.max_wait_days,
+        )
+        return True
+
+    def _expect(self, batch: _Batch, event: InboundExpected) -> bool:
+        inbound = batch.get(InboundSupply, inbound_aggregate_id(event.sku, event.inbound_id))
+        if inbound is None:
+            inbound = InboundSupply.start(event.sku, event.inbound_id)
+            batch.add(inbound)
+        elif inbound.has_seen(str(event.event_id)):
+            return False
+        inbound.expect(
+            event_id=str(event.event_id),
+            occurred_at=event.occurred_at,
+            quantity=event.quantity,
+            expected_at=event.expected_at,
+        )
+        return True
+
+    def _tick(self, batch: _Batch, event: ClockTicked) -> bool:
+        if batch.get(Tick, tick_aggregate_id(str(event.event_id))) is not None:
+            return False
+        batch.add(Tick.record(event_id=str(event.event_id), occurred_at=event.occurred_at))
         return True
 
 

@@ -12,7 +12,16 @@ from eventsourcing.persistence import Tracking
 from pydantic import ValidationError
 
 from events.common import MAX_MESSAGE_BYTES
-from events.inputs import CANCELLATION_EVENTS, ORDER_EVENTS, RECEIPT_EVENTS, InputEvent
+from events.inputs import (
+    CANCELLATION_EVENTS,
+    CLOCK_EVENTS,
+    INBOUND_EVENTS,
+    ORDER_EVENTS,
+    POLICY_EVENTS,
+    RECEIPT_EVENTS,
+    SHIPMENT_EVENTS,
+    InputEvent,
+)
 from services.adapters.faults import crash_point
 from services.adapters.kafka import source_of, tracking_name
 from services.adapters.logs import get_logger
@@ -24,7 +33,7 @@ log = get_logger(__name__)
 
 
 class IntakeHandler:
-    """Handles one partition's batch of orders, cancellations or receipts."""
+    """Handles one partition's batch of any input topic's events."""
 
     stage = "intake"
 
@@ -36,6 +45,10 @@ class IntakeHandler:
             topics.orders: ORDER_EVENTS,
             topics.cancellations: CANCELLATION_EVENTS,
             topics.receipts: RECEIPT_EVENTS,
+            topics.shipments: SHIPMENT_EVENTS,
+            topics.policies: POLICY_EVENTS,
+            topics.inbound: INBOUND_EVENTS,
+            topics.clock: CLOCK_EVENTS,
         }
         self.positions: dict[TopicPartition, int] = {}
 

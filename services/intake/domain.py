@@ -15,6 +15,10 @@ from services.kernel.dead_letters import Source
 
 ORDER_NAMESPACE = uuid5(NAMESPACE_URL, "urn:fulfillment:order")
 RECEIPT_NAMESPACE = uuid5(NAMESPACE_URL, "urn:fulfillment:receipt")
+SHIPMENT_NAMESPACE = uuid5(NAMESPACE_URL, "urn:fulfillment:shipment")
+POLICY_NAMESPACE = uuid5(NAMESPACE_URL, "urn:fulfillment:sku-policy")
+INBOUND_NAMESPACE = uuid5(NAMESPACE_URL, "urn:fulfillment:inbound")
+TICK_NAMESPACE = uuid5(NAMESPACE_URL, "urn:fulfillment:tick")
 
 
 def order_aggregate_id(order_id: str) -> UUID:
@@ -23,6 +27,23 @@ def order_aggregate_id(order_id: str) -> UUID:
 
 def receipt_aggregate_id(receipt_id: str) -> UUID:
     return uuid5(RECEIPT_NAMESPACE, receipt_id)
+
+
+def shipment_aggregate_id(shipment_id: str) -> UUID:
+    return uuid5(SHIPMENT_NAMESPACE, shipment_id)
+
+
+def policy_aggregate_id(sku: str) -> UUID:
+    return uuid5(POLICY_NAMESPACE, sku)
+
+
+def inbound_aggregate_id(sku: str, inbound_id: str) -> UUID:
+    """An inbound is its SKU's: a purchase order for several SKUs is one inbound each."""
+    return uuid5(INBOUND_NAMESPACE, f"{sku}\n{inbound_id}")
+
+
+def tick_aggregate_id(event_id: str) -> UUID:
+    return uuid5(TICK_NAMESPACE, event_id)
 
 
 class PlacedLine(TypedDict):
@@ -65,6 +86,28 @@ class UnknownLineError(IntakeError):
 
 class ConflictingReceiptError(IntakeError):
     pass
+
+
+class UnknownOrderError(IntakeError):
+    pass
+
+
+class ConflictingShipmentError(IntakeError):
+    pass
+
+
+class ShippedLine(TypedDict):
+    line_id: str
+    sku: str
+    quantity: int
+
+
+class ShipmentOrigin(TypedDict):
+    """The shipment message's coordinates, for the dead letter of a line that over-ships."""
+
+    topic: str
+    partition: int
+    offset: int
 
 
 class Order(Aggregate):
@@ -290,18 +333,34 @@ class Receipt(Aggregate):
         occurred_at: datetime
         sku: str
         quantity: int
+        inbound_id: str | None = None  # version 2
 
     def __init__(
-        self, receipt_id: str, event_id: str, occurred_at: datetime, sku: str, quantity: int
+        self,
+        *,
+        receipt_id: str,
+        event_id: str,
+        occurred_at: datetime,
+        sku: str,
+        quantity: int,
+        inbound_id: str | None = None,
     ) -> None:
         self.receipt_id = receipt_id
         self.event_id = event_id
         self.sku = sku
         self.quantity = quantity
+        self.inbound_id = inbound_id
 
     @classmethod
     def record(
-        cls, *, receipt_id: str, event_id: str, occurred_at: datetime, sku: str, quantity: int
+        cls,
+        *,
+        receipt_id: str,
+        event_id: str,
+        occurred_at: datetime,
+        sku: str,
+        quantity: int,
+        inbound_id: str | None = None,
     ) -> Receipt:
         return cls._create(
             cls.Recorded,
@@ -311,12 +370,203 @@ class Receipt(Aggregate):
             occurred_at=occurred_at,
             sku=sku,
             quantity=quantity,
+            inbound_id=inbound_id,
         )
 
-    def is_duplicate(self, event_id: str, sku: str, quantity: int) -> bool:
-        if event_id == self.event_id or (sku, quantity) == (self.sku, self.quantity):
+    def is_duplicate(
+        self, event_id: str, sku: str, quantity: int, inbound_id: str | None = None
+    ) -> bool:
+        mine = (self.sku, self.quantity, getattr(self, "inbound_id", None))
+        if event_id == self.event_id or (sku, quantity, inbound_id) == mine:
             return True
         raise ConflictingReceiptError(
             f"receipt {self.receipt_id} was already recorded as {self.quantity} of {self.sku}; "
             "a receipt cannot change: publish a new receipt id for more stock"
+        )
+
+
+class Shipment(Aggregate):
+    """A shipment, recorded once per shipment id, its lines resolved to their SKUs."""
+
+    class Dispatched(Aggregate.Created):
+        shipment_id: str
+        event_id: str
+        occurred_at: datetime
+        order_id: str
+        lines: list[ShippedLine]
+        origin: ShipmentOrigin
+
+    def __init__(
+        self,
+        *,
+        shipment_id: str,
+        event_id: str,
+        occurred_at: datetime,
+        order_id: str,
+        lines: list[ShippedLine],
+        origin: ShipmentOrigin,
+    ) -> None:
+        self.shipment_id = shipment_id
+        self.event_id = event_id
+        self.order_id = order_id
+        self.lines = lines
+
+    @classmethod
+    def dispatch(
+        cls,
+        order: Order | None,
+        *,
+        order_id: str,
+        shipment_id: str,
+        event_id: str,
+        occurred_at: datetime,
+        lines: list[tuple[str, int]],
+        origin: ShipmentOrigin,
+    ) -> Shipment:
+        """Resolves each line to its SKU through the order; an unknown line refuses it all."""
+        if order is None or not order.placed:
+            raise UnknownOrderError(
+                f"unknown_order: order {order_id} is not known to this service; "
+                f"nothing of shipment {shipment_id} was applied"
+            )
+        unknown = [line_id for line_id, _ in lines if line_id not in order.lines]
+        if unknown:
+            raise UnknownLineError(
+                f"unknown_line: order {order.order_id} has no line(s) "
+                f"{', '.join(map(repr, unknown))}; nothing of shipment {shipment_id} was applied"
+            )
+        return cls._create(
+            cls.Dispatched,
+            id=shipment_aggregate_id(shipment_id),
+            shipment_id=shipment_id,
+            event_id=event_id,
+            occurred_at=occurred_at,
+            order_id=order.order_id,
+            lines=[
+                ShippedLine(line_id=line_id, sku=order.lines[line_id]["sku"], quantity=quantity)
+                for line_id, quantity in lines
+            ],
+            origin=origin,
+        )
+
+    def is_duplicate(self, event_id: str, order_id: str, lines: list[tuple[str, int]]) -> bool:
+        """The same event again, or the same content under another event id."""
+        mine = sorted((line["line_id"], line["quantity"]) for line in self.lines)
+        if event_id == self.event_id or (order_id, sorted(lines)) == (self.order_id, mine):
+            return True
+        raise ConflictingShipmentError(
+            f"conflict: shipment {self.shipment_id} was already recorded with other content; "
+            "a shipment cannot change: publish a new shipment id for what else left"
+        )
+
+
+class SkuPolicy(Aggregate):
+    """The backorder policies a SKU was given, in the order they came."""
+
+    class Started(Aggregate.Created):
+        sku: str
+
+    class Set(Aggregate.Event):
+        sku: str
+        event_id: str
+        occurred_at: datetime
+        backorders: str
+        limit: int | None
+        max_wait_days: int | None
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.event_ids.append(self.event_id)
+
+    def __init__(self, sku: str) -> None:
+        self.sku = sku
+        self.event_ids: list[str] = []
+
+    @classmethod
+    def start(cls, sku: str) -> SkuPolicy:
+        return cls._create(cls.Started, id=policy_aggregate_id(sku), sku=sku)
+
+    def has_seen(self, event_id: str) -> bool:
+        return event_id in self.event_ids
+
+    def set(
+        self,
+        *,
+        event_id: str,
+        occurred_at: datetime,
+        backorders: str,
+        limit: int | None,
+        max_wait_days: int | None,
+    ) -> None:
+        self.trigger_event(
+            self.Set,
+            sku=self.sku,
+            event_id=event_id,
+            occurred_at=occurred_at,
+            backorders=backorders,
+            limit=limit if backorders == "limit" else None,
+            max_wait_days=max_wait_days,
+        )
+
+
+class InboundSupply(Aggregate):
+    """One inbound of one SKU: what was expected, revision after revision."""
+
+    class Started(Aggregate.Created):
+        sku: str
+        inbound_id: str
+
+    class Expected(Aggregate.Event):
+        sku: str
+        inbound_id: str
+        event_id: str
+        occurred_at: datetime
+        quantity: int
+        expected_at: datetime
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.event_ids.append(self.event_id)
+
+    def __init__(self, sku: str, inbound_id: str) -> None:
+        self.sku = sku
+        self.inbound_id = inbound_id
+        self.event_ids: list[str] = []
+
+    @classmethod
+    def start(cls, sku: str, inbound_id: str) -> InboundSupply:
+        return cls._create(
+            cls.Started, id=inbound_aggregate_id(sku, inbound_id), sku=sku, inbound_id=inbound_id
+        )
+
+    def has_seen(self, event_id: str) -> bool:
+        return event_id in self.event_ids
+
+    def expect(
+        self, *, event_id: str, occurred_at: datetime, quantity: int, expected_at: datetime
+    ) -> None:
+        self.trigger_event(
+            self.Expected,
+            sku=self.sku,
+            inbound_id=self.inbound_id,
+            event_id=event_id,
+            occurred_at=occurred_at,
+            quantity=quantity,
+            expected_at=expected_at,
+        )
+
+
+class Tick(Aggregate):
+    """A clock tick, recorded once per event id."""
+
+    class Recorded(Aggregate.Created):
+        event_id: str
+        occurred_at: datetime
+
+    def __init__(self, event_id: str, occurred_at: datetime) -> None:
+        self.event_id = event_id
+        self.occurred_at = occurred_at
+
+    @classmethod
+    def record(cls, *, event_id: str, occurred_at: datetime) -> Tick:
+        return cls._create(
+            cls.Recorded, id=tick_aggregate_id(event_id), event_id=event_id, occurred_at=occurred_at
         )

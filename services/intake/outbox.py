@@ -1,5 +1,6 @@
 """Intake's way out: its log, as messages for `sku-commands` (one partition per SKU, for
-good) and for the dead-letter topic. The relay publishes what this translates to."""
+good; a tick to every partition) and for the dead-letter topic. The relay publishes what
+this translates to."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 from services.adapters.kafka import sku_partition
 from services.adapters.relay import Outgoing, Translate
 from services.adapters.settings import Settings
-from services.intake.translate import sku_command_messages
+from services.intake.translate import sku_command_messages, tick_message
 from services.kernel.dead_letters import dead_letter_message
 
 
@@ -27,6 +28,13 @@ def intake_outgoing(settings: Settings, sku_partitions: int) -> Translate:
             )
             for message in sku_command_messages(event, notification_id)
         ]
+        tick = tick_message(event, notification_id)
+        if tick is not None:  # every SKU must see it: one copy to every partition, no key
+            value = tick.model_dump_json().encode()
+            out += [
+                Outgoing(topics.sku_commands, None, value, tick.position, partition)
+                for partition in range(sku_partitions)
+            ]
         dead = dead_letter_message(event)
         if dead is not None:
             out.append(

@@ -8,8 +8,21 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-from events.commands import CancelLine, PlaceLine, ReceiveStock, SkuCommand, SkuCommands
-from services.intake.domain import Order, PlacedLine, Receipt
+from events.commands import (
+    CancelLine,
+    ExpectInbound,
+    PlaceLine,
+    ReceiveStock,
+    SetPolicy,
+    ShipLine,
+    ShipmentSource,
+    SkuCommand,
+    SkuCommands,
+    Tick,
+    TickCommand,
+)
+from services.intake.domain import InboundSupply, Order, PlacedLine, Receipt, Shipment, SkuPolicy
+from services.intake.domain import Tick as RecordedTick
 from services.kernel.positions import IntakePosition
 
 
@@ -38,6 +51,41 @@ def sku_command_messages(event: Any, notification_id: int) -> list[SkuCommands]:
                 occurred_at=event.occurred_at,
                 receipt_id=event.receipt_id,
                 quantity=event.quantity,
+                inbound_id=event.inbound_id,
+            )
+        ]
+    elif isinstance(event, Shipment.Dispatched):
+        source = ShipmentSource(**event.origin)
+        for shipped in event.lines:
+            per_sku.setdefault(shipped["sku"], []).append(
+                ShipLine(
+                    causation_id=UUID(event.event_id),
+                    occurred_at=event.occurred_at,
+                    shipment_id=event.shipment_id,
+                    order_id=event.order_id,
+                    line_id=shipped["line_id"],
+                    quantity=shipped["quantity"],
+                    source=source,
+                )
+            )
+    elif isinstance(event, SkuPolicy.Set):
+        per_sku[event.sku] = [
+            SetPolicy(
+                causation_id=UUID(event.event_id),
+                occurred_at=event.occurred_at,
+                backorders=event.backorders,
+                limit=event.limit,
+                max_wait_days=event.max_wait_days,
+            )
+        ]
+    elif isinstance(event, InboundSupply.Expected):
+        per_sku[event.sku] = [
+            ExpectInbound(
+                causation_id=UUID(event.event_id),
+                occurred_at=event.occurred_at,
+                inbound_id=event.inbound_id,
+                quantity=event.quantity,
+                expected_at=event.expected_at,
             )
         ]
     return [
@@ -48,6 +96,16 @@ def sku_command_messages(event: Any, notification_id: int) -> list[SkuCommands]:
         )
         for index, (sku, commands) in enumerate(per_sku.items())
     ]
+
+
+def tick_message(event: Any, notification_id: int) -> Tick | None:
+    """A recorded tick, as the one message every sku-commands partition gets; else None."""
+    if not isinstance(event, RecordedTick.Recorded):
+        return None
+    return Tick(
+        position=IntakePosition(notification_id).message_position,
+        tick=TickCommand(causation_id=UUID(event.event_id), occurred_at=event.occurred_at),
+    )
 
 
 def _place_line(

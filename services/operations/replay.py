@@ -11,12 +11,12 @@ from typing import Any
 
 from eventsourcing.application import Application
 
-from events.commands import SkuCommands
+from events.commands import SkuCommandsMessage
 from events.decisions import Decision
 from services.allocation.application import Allocation
 from services.allocation.translate import decision_message
 from services.intake.application import Intake
-from services.intake.translate import sku_command_messages
+from services.intake.translate import sku_command_messages, tick_message
 from services.kernel.positions import IntakePosition
 
 Progress = Callable[[int, int], None]
@@ -36,9 +36,13 @@ def events_of(app: Application[Any], page: int = 1000) -> Iterator[tuple[int, An
         position = notifications[-1].id
 
 
-def sku_commands_of(intake: Intake) -> Iterator[SkuCommands]:
+def sku_commands_of(intake: Intake) -> Iterator[SkuCommandsMessage]:
+    """What intake's relay would publish to sku-commands, a tick once (not per partition)."""
     for notification_id, event in events_of(intake):
         yield from sku_command_messages(event, notification_id)
+        tick = tick_message(event, notification_id)
+        if tick is not None:
+            yield tick
 
 
 def rederive(
@@ -46,7 +50,7 @@ def rederive(
 ) -> int:
     """Applies intake's whole log to `into`, in batches; returns the commands applied."""
     total = intake.recorder.max_notification_id() or 0
-    pending: list[SkuCommands] = []
+    pending: list[SkuCommandsMessage] = []
     applied = 0
     for message in sku_commands_of(intake):
         pending.append(message)

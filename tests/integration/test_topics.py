@@ -36,7 +36,13 @@ async def test_missing_topics_are_created_with_the_configured_partitions(
     await admin.start()
     try:
         described = await admin.describe_topics(
-            [settings.topics.sku_commands, settings.topics.orders, settings.topics.dead_letters]
+            [
+                settings.topics.sku_commands,
+                settings.topics.orders,
+                settings.topics.shipments,
+                settings.topics.dead_letters,
+                settings.topics.clock,
+            ]
         )
     finally:
         await admin.close()
@@ -44,7 +50,9 @@ async def test_missing_topics_are_created_with_the_configured_partitions(
     assert counts == {
         settings.topics.sku_commands: 4,
         settings.topics.orders: 2,
+        settings.topics.shipments: 2,
         settings.topics.dead_letters: 2,
+        settings.topics.clock: 1,  # time is one ordered stream
     }
 
 

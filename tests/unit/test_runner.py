@@ -105,7 +105,8 @@ async def test_a_failing_cleanup_does_not_skip_the_others(
 
 
 def test_the_table_names_every_stage_once_in_start_order() -> None:
-    assert STAGES == ("intake", "allocation", "relay", "projections", "api")
+    assert STAGES == ("intake", "allocation", "relay", "projections", "api", "clock")
+    assert STAGE_TABLE["clock"].needs == frozenset()  # it only publishes ticks
     assert set(STAGE_TABLE) == set(STAGES)
     assert STAGE_TABLE["relay"].needs == {"intake", "allocation"}
     assert all("allocation" in STAGE_TABLE[s].needs for s in ("projections", "api"))
