@@ -11,10 +11,26 @@ from projections.store import ReadStore
 
 FILL_ORDER = "priority DESC, placed_at, arrival, line_index"
 DEMAND_COUNTERS = DemandHistory.COUNTERS
+POSITION_COUNTERS = (
+    "available",
+    "allocated",
+    "backordered",
+    "open_backorders",
+    "on_hand",
+    "shipped",
+    "inbound",
+)
 
 
 def _moment(value: Any) -> datetime:
     return value if isinstance(value, datetime) else datetime.fromisoformat(value)
+
+
+def _time(value: Any) -> str | None:
+    """A stored time as the API writes times: ISO 8601 in UTC, `Z`; None stays None."""
+    if value is None:
+        return None
+    return _moment(value).astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _day(value: Any) -> date:
@@ -24,18 +40,33 @@ def _day(value: Any) -> date:
 @dataclass
 class Queries:
     store: ReadStore
+    # What a SKU without a policy of its own does with what stock cannot cover: the
+    # service's BACKORDERS_ALLOWED ("allow", or "deny" when it is false).
+    default_backorders: Literal["allow", "deny"] = "allow"
 
     def sku(self, sku: str) -> dict[str, Any] | None:
+        """The SKU now, with the policy that governs its next lines; None if nothing has
+        named it yet."""
         rows = self.store.read(
-            "SELECT sku, available, allocated, backordered, open_backorders "
-            "FROM sku_positions WHERE sku = ?",
+            f"SELECT sku, {', '.join(POSITION_COUNTERS)}, backorders, backorder_limit, "
+            "max_wait_days FROM sku_positions WHERE sku = ?",
             [sku],
         )
-        return rows[0] if rows else None
+        if not rows:
+            return None
+        row = rows[0]
+        found: dict[str, Any] = {"sku": row["sku"]}
+        found.update({counter: int(row[counter]) for counter in POSITION_COUNTERS})
+        found["policy"] = {
+            "backorders": row["backorders"] or self.default_backorders,
+            "limit": None if row["backorder_limit"] is None else int(row["backorder_limit"]),
+            "max_wait_days": row["max_wait_days"],
+        }
+        return found
 
     def queue(self, sku: str, limit: int, offset: int, now: datetime) -> list[dict[str, Any]]:
         rows = self.store.read(
-            "SELECT order_id, line_id, customer_id, priority, quantity, placed_at "
+            "SELECT order_id, line_id, customer_id, priority, quantity, placed_at, eta "
             f"FROM backorder_queue WHERE sku = ? ORDER BY {FILL_ORDER} LIMIT ? OFFSET ?",
             [sku, limit, offset],
         )
@@ -50,7 +81,7 @@ class Queries:
         where = "WHERE sku = ?" if sku else ""
         rows = self.store.read(
             "SELECT * FROM (SELECT sku, order_id, line_id, customer_id, priority, quantity, "
-            f"placed_at, arrival, ROW_NUMBER() OVER (PARTITION BY sku ORDER BY {FILL_ORDER}) "
+            f"placed_at, eta, arrival, ROW_NUMBER() OVER (PARTITION BY sku ORDER BY {FILL_ORDER}) "
             f"AS position FROM backorder_queue) ranked {where} "
             "ORDER BY placed_at, sku, arrival, order_id, line_id LIMIT ? OFFSET ?",
             [*([sku] if sku else []), limit, offset],
@@ -94,8 +125,9 @@ class Queries:
 
     def order(self, order_id: str) -> dict[str, Any] | None:
         lines = self.store.read(
-            "SELECT line_id, sku, customer_id, ordered, allocated, backordered, cancelled, "
-            "rejected FROM order_lines WHERE order_id = ? ORDER BY placed_at, line_id",
+            "SELECT line_id, sku, customer_id, ordered, allocated, backordered, shipped, "
+            "cancelled, rejected, eta FROM order_lines WHERE order_id = ? "
+            "ORDER BY placed_at, line_id",
             [order_id],
         )
         if not lines:
@@ -104,23 +136,33 @@ class Queries:
             "order_id": order_id,
             "customer_id": lines[0]["customer_id"],
             "status": order_status(lines),
-            "lines": [{k: v for k, v in line.items() if k != "customer_id"} for line in lines],
+            "lines": [
+                {
+                    **{k: v for k, v in line.items() if k not in {"customer_id", "eta"}},
+                    "eta": _time(line["eta"]),
+                }
+                for line in lines
+            ],
         }
 
 
 def order_status(lines: list[dict[str, Any]]) -> str:
-    """From what the order's lines hold now: see docs/read-models.md for the rule."""
-    allocated = sum(line["allocated"] for line in lines)
-    backordered = sum(line["backordered"] for line in lines)
-    if backordered and allocated:
-        return "partially_backordered"
-    if backordered:
-        return "backordered"
-    if allocated:
-        return "allocated"
-    if sum(line["rejected"] for line in lines):
-        return "rejected"
-    return "cancelled"
+    """From what the order's lines hold now, in the contract's order of precedence (see
+    docs/read-models.md): what is still outstanding first, then how it ended."""
+    total = {
+        kind: sum(line[kind] for line in lines)
+        for kind in ("allocated", "backordered", "shipped", "cancelled")
+    }
+    if total["backordered"]:
+        return "partially_backordered" if total["allocated"] else "backordered"
+    if total["allocated"]:
+        return "partially_shipped" if total["shipped"] else "allocated"
+    # Nothing outstanding: the order is over.
+    if total["shipped"]:
+        return "shipped"
+    if total["cancelled"]:
+        return "cancelled"
+    return "rejected"
 
 
 def _backorder(row: dict[str, Any], position: int, now: datetime) -> dict[str, Any]:
@@ -132,6 +174,7 @@ def _backorder(row: dict[str, Any], position: int, now: datetime) -> dict[str, A
         "customer_id": row["customer_id"],
         "priority": row["priority"],
         "quantity": row["quantity"],
-        "placed_at": placed_at.isoformat().replace("+00:00", "Z"),
+        "placed_at": _time(placed_at),
         "age_seconds": max(0, int((now - placed_at).total_seconds())),
+        "eta": _time(row["eta"]),
     }

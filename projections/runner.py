@@ -7,6 +7,13 @@ so a restart resumes exactly where the last commit left off.
 Each read model lives in generation tables (`backorder_queue_g1`, ...) behind a view with
 the stable name (`backorder_queue`). A rebuild fills the next generation from position
 zero while the live one keeps serving, then swaps the view in one transaction.
+
+Each read model's table shape has a version (`Projection.version`, kept in
+`projection_versions`). A store that holds an older shape (made by an older release) is
+upgraded when it opens: the read model gets an empty next generation at position zero, in
+one transaction, and the feed refills it from the log like any lagging read model. Nothing
+breaks at start; until it has caught up, its answers say so (`X-Projection-Lag`), and its
+rows are streamed again as they are refilled (the last message per key is the row as it is).
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import contextlib
 import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import date, datetime
 from typing import Any
 
 from eventsourcing.persistence import Notification
@@ -61,19 +69,71 @@ class ReadModels:
                 "generation INTEGER NOT NULL, position BIGINT NOT NULL)"
             )
             tx.execute(
+                "CREATE TABLE IF NOT EXISTS projection_versions (name TEXT PRIMARY KEY, "
+                "version INTEGER NOT NULL)"
+            )
+            tx.execute(
                 f"CREATE TABLE IF NOT EXISTS projection_outbox (id {serial}, "
                 "topic TEXT NOT NULL, key TEXT NOT NULL, value TEXT)"
             )
-            for name, projection in self.projections.items():
-                if tx.one("SELECT 1 AS found FROM projection_positions WHERE name = ?", [name]):
-                    continue
-                projection.create(tx, table(name, 1))
-                tx.execute(f"CREATE VIEW {name} AS SELECT * FROM {table(name, 1)}")
-                tx.execute(
-                    "INSERT INTO projection_positions (name, generation, position) "
-                    "VALUES (?, 1, 0)",
-                    [name],
-                )
+        for name, projection in self.projections.items():
+            with self.store.transaction() as tx:
+                self._open(tx, name, projection)
+
+    def _open(self, tx: Tx, name: str, projection: Projection) -> None:
+        """Creates the read model if the store has none; upgrades an older shape of it."""
+        lock = " FOR UPDATE" if self.store.postgres else ""  # SQLite: the write lock holds
+        live = tx.one(f"SELECT generation FROM projection_positions WHERE name = ?{lock}", [name])
+        if live is None:
+            self._create(tx, projection, table(name, 1))
+            for view, view_table in projection.views(table(name, 1)).items():
+                tx.execute(f"CREATE VIEW {view} AS SELECT * FROM {view_table}")
+            tx.execute(
+                "INSERT INTO projection_positions (name, generation, position) VALUES (?, 1, 0)",
+                [name],
+            )
+        else:
+            found = tx.one("SELECT version FROM projection_versions WHERE name = ?", [name])
+            # No version recorded: the store predates versions, so it holds version 1.
+            if (found["version"] if found else 1) >= projection.version:
+                return
+            generation = live["generation"] + 1
+            self._create(tx, projection, table(name, generation))
+            self._swap(tx, projection, live["generation"], generation)
+            tx.execute(
+                "UPDATE projection_positions SET generation = ?, position = 0 WHERE name = ?",
+                [generation, name],
+            )
+            log.info(
+                "read model upgraded: refilling it from the log",
+                name=name,
+                version=projection.version,
+                generation=generation,
+            )
+        self._record_version(tx, projection)
+
+    def _create(self, tx: Tx, projection: Projection, target: str) -> None:
+        """Fresh tables for one generation (left-overs of an interrupted rebuild dropped)."""
+        for view_table in projection.views(target).values():
+            tx.execute(f"DROP TABLE IF EXISTS {view_table}")
+        projection.create(tx, target)
+
+    def _swap(self, tx: Tx, projection: Projection, old: int, new: int) -> None:
+        """Points the read model's views at generation `new`; drops generation `old`."""
+        name = projection.name
+        fresh = projection.views(table(name, new))
+        for view, old_table in projection.views(table(name, old)).items():
+            tx.execute(f"DROP VIEW IF EXISTS {view}")
+            tx.execute(f"DROP TABLE IF EXISTS {old_table}")
+        for view, new_table in fresh.items():
+            tx.execute(f"CREATE VIEW {view} AS SELECT * FROM {new_table}")
+
+    def _record_version(self, tx: Tx, projection: Projection) -> None:
+        tx.execute(
+            "INSERT INTO projection_versions (name, version) VALUES (?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET version = excluded.version",
+            [projection.name, projection.version],
+        )
 
     # --- positions -----------------------------------------------------------------------
 
@@ -141,7 +201,7 @@ class ReadModels:
                 )
             tx.execute(
                 "INSERT INTO projection_outbox (topic, key, value) VALUES (?, ?, ?)",
-                [change.topic, change.key, None if row is None else json.dumps(row, default=str)],
+                [change.topic, change.key, None if row is None else json.dumps(row, default=_text)],
             )
 
     # --- rebuilding ----------------------------------------------------------------------
@@ -152,9 +212,7 @@ class ReadModels:
         generation = self.live()[name].generation + 1
         target = table(name, generation)
         with self.store.transaction() as tx:
-            for old in (target,):
-                tx.execute(f"DROP TABLE IF EXISTS {old}")
-            projection.create(tx, target)
+            self._create(tx, projection, target)
         position = 0
         total = self.head()
         while True:
@@ -178,13 +236,12 @@ class ReadModels:
                 for _, event in events:
                     projection.apply(event, tx, target)
                 position = events[-1][0]
-            tx.execute(f"DROP VIEW {name}")
-            tx.execute(f"CREATE VIEW {name} AS SELECT * FROM {target}")
-            tx.execute(f"DROP TABLE {table(name, live.generation)}")
+            self._swap(tx, projection, live.generation, generation)
             tx.execute(
                 "UPDATE projection_positions SET generation = ?, position = ? WHERE name = ?",
                 [generation, position, name],
             )
+            self._record_version(tx, projection)
         if progress:
             progress(position, max(total, position))
         log.info("read model rebuilt", name=name, generation=generation, position=position)
@@ -202,9 +259,14 @@ class ReadModels:
             tx.execute("DELETE FROM projection_outbox WHERE id <= ?", [up_to])
 
 
-def day_value(store: ReadStore, day: str) -> Any:
-    from datetime import date
+def _text(value: Any) -> str:
+    """A row's value as JSON text: times and days in ISO 8601 on both stores."""
+    if isinstance(value, date | datetime):
+        return value.isoformat()
+    return str(value)
 
+
+def day_value(store: ReadStore, day: str) -> Any:
     return date.fromisoformat(day) if store.postgres else day
 
 

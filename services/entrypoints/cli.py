@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from datetime import datetime
 from typing import Annotated, Any
 
 import typer
@@ -38,7 +39,8 @@ def run(
     stage: Annotated[
         list[str] | None,
         typer.Option(
-            help="Run only this stage (repeatable): intake, allocation, relay, projections, api."
+            help="Run only this stage (repeatable): intake, allocation, relay, projections, api, "
+            "clock."
         ),
     ] = None,
 ) -> None:
@@ -73,26 +75,24 @@ def demo(
 
     settings = _settings()
     table = Table(title="allocation-decisions", show_lines=False)
-    for column in ("decision", "order", "line", "qty", "detail"):
+    for column in ("decision", "sku", "order", "line", "qty", "detail"):
         table.add_column(column)
 
     def on_step(step: object) -> None:
         if not as_json:
             console.print(f"[bold cyan]→[/bold cyan] {getattr(step, 'story', '')}")
 
-    def on_decision(body: dict[str, object]) -> None:
-        detail = ""
-        if "queue_position" in body:
-            detail = f"queue position {body['queue_position']}"
-        elif "remaining_backordered" in body:
-            detail = f"{body['remaining_backordered']} still owed"
+    def on_decision(body: dict[str, Any]) -> None:
+        detail = _decision_detail(body)
         if not as_json:
             console.print(
-                f"   [green]{body['type']}[/green] {body['order_id']} line {body['line_id']}: "
-                f"{body['quantity']} {detail}"
+                f"   [green]{body['type']}[/green] {body['order_id']} line {body['line_id']} "
+                f"({body['sku']}): {body['quantity']}{', ' if detail else ''}{detail}",
+                soft_wrap=True,
             )
         table.add_row(
             str(body["type"]),
+            str(body["sku"]),
             str(body["order_id"]),
             str(body["line_id"]),
             str(body["quantity"]),
@@ -101,7 +101,7 @@ def demo(
 
     def on_dead_letter(body: dict[str, object]) -> None:
         if not as_json:
-            console.print(f"   [red]dead-lettered[/red]: {body['error']}")
+            console.print(f"   [red]dead-lettered[/red]: {body['error']}", soft_wrap=True)
 
     try:
         plan, decisions, dead_letters = asyncio.run(
@@ -123,6 +123,7 @@ def demo(
         result = {
             "run_id": plan.run_id,
             "sku": plan.sku,
+            "limited_sku": plan.limited_sku,
             "decisions": decisions,
             "dead_letters": dead_letters,
             **views,
@@ -134,15 +135,54 @@ def demo(
     _print_views(views)
 
 
+def _when(moment: object) -> str:
+    """A business time as people read it (UTC, to the minute); None: no date."""
+    if not isinstance(moment, str):
+        return "none"
+    return datetime.fromisoformat(moment).strftime("%Y-%m-%d %H:%M")
+
+
+def _decision_detail(body: dict[str, Any]) -> str:
+    """What a decision says besides its quantity: where the line queued and when it is
+    promised, what is still owed, why it ended, which shipment took it."""
+    kind = body["type"]
+    if kind == "LineBackordered":
+        return f"queue position {body['queue_position']}, eta {_when(body.get('eta'))}"
+    if kind == "BackorderFilled":
+        return f"{body['remaining_backordered']} still owed"
+    if kind == "BackorderCancelled":
+        return f"reason {body.get('reason', 'cancelled')}"
+    if kind == "LineRejected":
+        return f"reason {body['reason']}"
+    if kind == "LineShipped":
+        return f"shipment {body['shipment_id']}, {body['remaining_allocated']} still to ship"
+    if kind == "BackorderEtaChanged":
+        return f"eta {_when(body['previous_eta'])} → {_when(body['eta'])}"
+    return ""
+
+
 def _print_views(views: dict[str, Any]) -> None:
     position = views["position"]
+    extra = "".join(
+        f", {name.replace('_', ' ')} {position[name]}"
+        for name in ("on_hand", "shipped", "inbound")
+        if name in position
+    )
     console.print(
         f"\n[bold]{position['sku']}[/bold] from the API: available {position['available']}, "
         f"allocated {position['allocated']}, backordered {position['backordered']}, "
-        f"{position['open_backorders']} open backorder(s)"
+        f"{position['open_backorders']} open backorder(s){extra}"
     )
+    policy = position.get("policy")
+    if policy:
+        limit = "" if policy["limit"] is None else f" up to {policy['limit']} units"
+        wait = policy["max_wait_days"]
+        console.print(
+            f"policy: backorders {policy['backorders']}{limit}, "
+            + ("no maximum wait" if wait is None else f"a backorder waits {wait} days at most")
+        )
     queue = Table(title="backorder queue (GET /skus/{sku}/backorders)")
-    for column in ("position", "order", "customer", "priority", "owed", "placed at"):
+    for column in ("position", "order", "customer", "priority", "owed", "placed at", "eta"):
         queue.add_column(column)
     for row in views["queue"]:
         queue.add_row(
@@ -151,18 +191,26 @@ def _print_views(views: dict[str, Any]) -> None:
             row["customer_id"],
             str(row["priority"]),
             str(row["quantity"]),
-            row["placed_at"],
+            _when(row["placed_at"]),
+            _when(row.get("eta")),
         )
     console.print(queue)
-    demand = Table(title="demand history (GET /skus/{sku}/demand)")
-    from projections.queries import DEMAND_COUNTERS
-
-    columns = ("bucket_start", *DEMAND_COUNTERS)
-    for column in columns:
-        demand.add_column(column)
-    for row in views["demand"]:
-        demand.add_row(*(str(row[c]) for c in columns))
+    # One column per week, one row per counter: the counters outnumber the demo's weeks.
+    demand = Table(title="demand history (GET /skus/{sku}/demand?bucket=week)")
+    demand.add_column("units")
+    for bucket in views["demand"]:
+        demand.add_column(f"week of {bucket['bucket_start']}", justify="right")
+    counters = (
+        [name for name in views["demand"][0] if name != "bucket_start"] if views["demand"] else []
+    )
+    for counter in counters:
+        demand.add_row(counter, *(str(bucket[counter]) for bucket in views["demand"]))
     console.print(demand)
+
+
+def _at(moment: datetime | None) -> str:
+    """A time from a SKU's state as people read it (UTC, to the minute); None: no date."""
+    return "none" if moment is None else moment.strftime("%Y-%m-%d %H:%M")
 
 
 @app.command()
@@ -171,28 +219,49 @@ def sku(
     history: Annotated[bool, typer.Option(help="Also show every event of the SKU.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
-    """Show a SKU's stock, its backorder queue in fill order, and (--history) its events."""
+    """Show a SKU's stock, policy and expected supply, its backorder queue in fill order with
+    promised dates, and (--history) its events."""
     from services.entrypoints.bootstrap import build_allocation
     from services.operations.inspection import as_json as to_json
     from services.operations.inspection import describe, sku_history, sku_view
 
     settings = _settings()
     allocation = build_allocation(settings)
-    view = sku_view(allocation, sku)
+    view = sku_view(allocation, sku, settings.backorders_allowed)
     if view is None:
-        console.print(f"[red]unknown SKU {sku!r}[/red]: no order or receipt has named it")
+        console.print(
+            f"[red]unknown SKU {sku!r}[/red]: no policy, inbound, receipt or order has named it"
+        )
         raise typer.Exit(1)
     events = [describe(event) for event in sku_history(allocation, sku)] if history else []
     if as_json:
         print(to_json({**vars(view), "history": events}))
         return
     console.print(
-        f"[bold]{view.sku}[/bold]: received {view.received}, available {view.available}, "
-        f"allocated {view.allocated}, backordered {view.backordered} "
-        f"({len(view.queue)} open backorders)"
+        f"[bold]{view.sku}[/bold]: received {view.received}, shipped {view.shipped}, "
+        f"on hand {view.on_hand}, available {view.available}, allocated {view.allocated}, "
+        f"backordered {view.backordered} ({len(view.queue)} open backorders), "
+        f"inbound {view.inbound}"
     )
+    policy = view.policy
+    limit = f", limit {policy['limit']} units" if policy["backorders"] == "limit" else ""
+    wait = policy["max_wait_days"]
+    console.print(
+        f"policy: backorders {policy['backorders']}{limit}, "
+        f"{'no wait limit' if wait is None else f'max wait {wait} days'}"
+        f"{'' if view.policy_set else ' (the default: no policy set for this SKU)'}"
+    )
+    inbounds = Table(title="open inbounds, in the order they cover the queue")
+    for column in ("inbound", "expected units", "expected at"):
+        inbounds.add_column(column)
+    for inbound in view.inbounds:
+        inbounds.add_row(
+            inbound["inbound_id"], str(inbound["quantity"]), _at(inbound["expected_at"])
+        )
+    console.print(inbounds)
     queue = Table(title="backorder queue, in fill order")
-    for column in ("position", "order", "line", "customer", "priority", "owed", "placed at"):
+    columns = ("position", "order", "line", "customer", "priority", "owed", "placed at", "eta")
+    for column in columns:
         queue.add_column(column)
     for position, line in enumerate(view.queue, start=1):
         queue.add_row(
@@ -202,7 +271,8 @@ def sku(
             line["customer_id"],
             str(line["priority"]),
             str(line["backordered"]),
-            line["placed_at"].isoformat(),
+            _at(line["placed_at"]),
+            _at(line["eta"]),
         )
     console.print(queue)
     if history:
@@ -214,10 +284,11 @@ def order(
     order_id: Annotated[str, typer.Argument(help="The order id.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
-    """Show an order's history: what intake recorded, then every decision on its lines."""
+    """Show an order's lines (allocated, backordered, shipped, ... and promised dates) and
+    its history: what intake recorded, then every decision on its lines."""
     from services.entrypoints.bootstrap import build_allocation, build_intake
     from services.operations.inspection import as_json as to_json
-    from services.operations.inspection import order_history
+    from services.operations.inspection import order_history, order_lines
 
     settings = _settings()
     intake, allocation = build_intake(settings), build_allocation(settings)
@@ -228,6 +299,18 @@ def order(
     if as_json:
         print(to_json(events))
         return
+    lines = Table(title=f"order {order_id}: its lines now")
+    counters = ("ordered", "allocated", "backordered", "shipped", "cancelled", "rejected")
+    for column in ("line", "sku", *counters, "eta"):
+        lines.add_column(column)
+    for line in order_lines(events):
+        lines.add_row(
+            line["line_id"],
+            line["sku"],
+            *(str(line[counter]) for counter in counters),
+            _at(line["eta"]),
+        )
+    console.print(lines)
     _print_history(events)
 
 
@@ -439,13 +522,10 @@ def dlq_redrive(
         where = f"{letter.partition}:{letter.offset} → {letter.letter.source_topic}"
         console.print(f"  {where}: {letter.letter.error}")
     if done.kept:
-        console.print(
-            f"kept {len(done.kept)} letter(s) from internal topics: they were not inputs, "
-            "so re-driving would only refuse them again; publish the input they stood for to "
-            "its input topic instead"
-        )
+        console.print(f"kept {len(done.kept)} letter(s) that re-driving cannot mend:")
         for letter in done.kept:
-            console.print(f"  {letter.partition}:{letter.offset} ({letter.letter.source_topic})")
+            where = f"{letter.partition}:{letter.offset} ({letter.letter.source_topic})"
+            console.print(f"  {where}: {letter.why}")
 
 
 def main() -> None:

@@ -9,38 +9,63 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import datetime
+from typing import Any, TypedDict
 
 from eventsourcing.application import AggregateNotFoundError
 
 from events.decisions import Decision
 from services.allocation.application import Allocation
-from services.allocation.domain import LineView, sku_aggregate_id
+from services.allocation.domain import LineView, Policy, sku_aggregate_id
 from services.intake.application import Intake
 from services.intake.domain import Order, order_aggregate_id
 from services.operations.replay import Progress, decisions_of, rederive
+
+
+class InboundView(TypedDict):
+    inbound_id: str
+    quantity: int  # still expected
+    expected_at: datetime
 
 
 @dataclass(frozen=True)
 class SkuView:
     sku: str
     received: int
+    shipped: int
+    on_hand: int
     available: int
     allocated: int
     backordered: int
-    queue: list[LineView]
+    policy: Policy  # the one that governs its next lines
+    policy_set: bool  # False: the service's default (BACKORDERS_ALLOWED), none of its own
+    inbound: int
+    inbounds: list[InboundView]  # the open ones, in the order they cover the queue
+    queue: list[LineView]  # in fill order, each with its promised date (`eta`)
 
 
-def sku_view(allocation: Allocation, sku: str) -> SkuView | None:
+def sku_view(allocation: Allocation, sku: str, backorders_allowed: bool = True) -> SkuView | None:
+    """The SKU as its aggregate holds it now; `backorders_allowed` is the service's default
+    policy, shown for a SKU that has none of its own."""
     found = allocation.find_sku(sku)
     if found is None:
         return None
+    inbounds = [
+        InboundView(inbound_id=inbound_id, **inbound)
+        for inbound_id, inbound in found.inbounds.items()
+    ]
     return SkuView(
         sku=sku,
         received=found.received,
+        shipped=found.shipped,
+        on_hand=found.on_hand,
         available=found.available,
         allocated=found.allocated,
         backordered=found.backordered,
+        policy=found.effective_policy(backorders_allowed),
+        policy_set=found.policy is not None,
+        inbound=found.inbound,
+        inbounds=sorted(inbounds, key=lambda i: (i["expected_at"], i["inbound_id"])),
         queue=found.queued_lines(),
     )
 
@@ -74,6 +99,50 @@ def order_history(intake: Intake, allocation: Allocation, order_id: str) -> list
             if getattr(event, "order_id", None) == order_id
         )
     return history
+
+
+# How each decision moves a line's counters, by the event's name in a described history.
+_LINE_MOVES: dict[str, dict[str, int]] = {
+    "Sku.LineAllocated": {"allocated": 1},
+    "Sku.LineBackordered": {"backordered": 1},
+    "Sku.BackorderFilled": {"backordered": -1, "allocated": 1},
+    "Sku.BackorderCancelled": {"backordered": -1, "cancelled": 1},
+    "Sku.AllocationReleased": {"allocated": -1, "cancelled": 1},
+    "Sku.LineShipped": {"allocated": -1, "shipped": 1},
+    "Sku.LineRejected": {"rejected": 1},
+}
+
+
+def order_lines(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each line's account from an order's history (see order_history): what it holds now,
+    what was shipped, and the promised date of its queued units. Folded from the decisions,
+    since a SKU forgets a line once it is settled."""
+    lines: dict[tuple[str, str], dict[str, Any]] = {}
+    for event in history:
+        kind = event["event"]
+        if kind == "Sku.LinePlaced":
+            lines[(event["order_id"], event["line_id"])] = {
+                "line_id": event["line_id"],
+                "sku": event["sku"],
+                "ordered": event["ordered"],
+                "allocated": 0,
+                "backordered": 0,
+                "shipped": 0,
+                "cancelled": event["cancelled_before_placement"],
+                "rejected": 0,
+                "eta": None,
+            }
+            continue
+        line = lines.get((event.get("order_id", ""), event.get("line_id", "")))
+        if line is None:
+            continue
+        for counter, sign in _LINE_MOVES.get(kind, {}).items():
+            line[counter] += sign * event["quantity"]
+        if kind in {"Sku.LineBackordered", "Sku.BackorderEtaChanged"}:
+            line["eta"] = event["eta"]
+        if not line["backordered"]:
+            line["eta"] = None
+    return list(lines.values())
 
 
 @dataclass

@@ -4,11 +4,28 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import timedelta
+from typing import Any
 
 import httpx
 import pytest
+from aiokafka.structs import ConsumerRecord
 
-from tests.harness import as_json, isolated_settings, order, publish, read_topic, receipt, running
+from tests.harness import (
+    T0,
+    as_json,
+    drained,
+    inbound,
+    isolated_settings,
+    order,
+    policy,
+    publish,
+    read_topic,
+    receipt,
+    running,
+    shipment,
+    tick,
+)
 
 pytestmark = pytest.mark.kafka
 
@@ -60,6 +77,10 @@ async def test_queue_and_demand_changes_are_streamed_with_stable_keys_and_tombst
         "allocated": 2,
         "backordered": 0,
         "open_backorders": 0,
+        "on_hand": 5,
+        "shipped": 0,
+        "inbound": 0,
+        "policy": {"backorders": "allow", "limit": None, "max_wait_days": None},
     }
     assert int(position.headers["x-projection-position"]) >= 1
     assert position.headers["x-projection-lag"] == "0"
@@ -70,3 +91,114 @@ async def test_queue_and_demand_changes_are_streamed_with_stable_keys_and_tombst
     assert too_far_took < 4
     assert bad.status_code == 422
     assert bad.json()["error"] == "bad request parameters"
+
+
+def _values(records: list[ConsumerRecord], key: str) -> list[dict[str, Any] | None]:
+    """Every value published under one key, in order (None: a tombstone)."""
+    return [
+        None if record.value is None else json.loads(record.value)
+        for record in records
+        if record.key == key.encode()
+    ]
+
+
+async def test_the_whole_life_of_a_backorder_reaches_the_api_and_the_streams(
+    kafka_bootstrap: str, database_url: str
+) -> None:
+    """A policy with max_wait_days, an inbound that gives the queue a date, a shipment, an
+    expiry from a tick: each read model and stream shows it; SKUs that only a policy or an
+    inbound named are known."""
+    settings = isolated_settings(kafka_bootstrap, database_url)
+    topics = settings.topics
+    in_5_days = (T0 + timedelta(days=5)).isoformat().replace("+00:00", "Z")
+    async with running(settings):
+        await publish(
+            settings,
+            [
+                (topics.policies, "W", as_json(policy("W", "allow", max_wait_days=2))),
+                (topics.policies, "D", as_json(policy("D", "deny"))),
+                (topics.inbound, "W", as_json(inbound("PO-1", "W", 3, days=5))),
+                (topics.inbound, "I", as_json(inbound("PO-9", "I", 4, days=2))),
+                (topics.receipts, "W", as_json(receipt("R-1", "W", 2))),
+            ],
+        )
+        await drained(settings)
+        await publish(settings, [(topics.orders, "O-1", as_json(order("O-1", [("1", "W", 2)])))])
+        await drained(settings)
+        # Nothing left in stock: O-2 waits for 3, all of them promised by PO-1.
+        waiting = order("O-2", [("1", "W", 3)], minutes=1)
+        await publish(settings, [(topics.orders, "O-2", as_json(waiting))])
+        await drained(settings)
+        api = f"http://127.0.0.1:{settings.http_port}"
+        async with httpx.AsyncClient(base_url=api, timeout=15) as client:
+            queued = (await client.get("/skus/W/backorders")).json()
+            promised_order = (await client.get("/orders/O-2")).json()
+        await publish(
+            settings,
+            [
+                (topics.shipments, "O-1", as_json(shipment("SH-1", "O-1", [("1", 2)], minutes=2))),
+                (topics.clock, None, as_json(tick(days=3))),  # O-2 has waited past 2 days
+            ],
+        )
+        await drained(settings)
+        async with httpx.AsyncClient(base_url=api, timeout=15) as client:
+            sku = (await client.get("/skus/W")).json()
+            shipped = (await client.get("/orders/O-1")).json()
+            expired = (await client.get("/orders/O-2")).json()
+            by_policy = await client.get("/skus/D")
+            by_inbound = await client.get("/skus/I")
+            demand = (await client.get("/skus/W/demand")).json()
+        queue_stream = await read_topic(
+            settings, topics.backorder_queue, until=lambda _: True, to_end=True
+        )
+        demand_stream = await read_topic(
+            settings, topics.demand_history, until=lambda _: True, to_end=True
+        )
+
+    [row] = queued
+    assert (row["order_id"], row["quantity"], row["eta"]) == ("O-2", 3, in_5_days)
+    assert promised_order["status"] == "backordered"
+    assert promised_order["lines"][0]["eta"] == in_5_days
+
+    assert sku == {
+        "sku": "W",
+        "available": 0,
+        "allocated": 0,
+        "backordered": 0,
+        "open_backorders": 0,
+        "on_hand": 0,
+        "shipped": 2,
+        "inbound": 3,
+        "policy": {"backorders": "allow", "limit": None, "max_wait_days": 2},
+    }
+    assert shipped["status"] == "shipped"
+    assert shipped["lines"][0]["shipped"] == 2
+    assert expired["status"] == "cancelled"
+    assert (expired["lines"][0]["cancelled"], expired["lines"][0]["eta"]) == (3, None)
+    assert by_policy.status_code == 200
+    assert by_policy.json()["policy"] == {
+        "backorders": "deny",
+        "limit": None,
+        "max_wait_days": None,
+    }
+    assert by_inbound.status_code == 200
+    assert (by_inbound.json()["inbound"], by_inbound.json()["on_hand"]) == (4, 0)
+    assert [(b["bucket_start"], b["shipped"], b["cancelled"], b["expired"]) for b in demand] == [
+        ("2026-11-25", 2, 0, 0),
+        ("2026-11-26", 0, 0, 0),
+        ("2026-11-27", 0, 0, 0),
+        ("2026-11-28", 0, 3, 3),
+    ]
+
+    # The streams: the queue row with its date, then its tombstone when it expired...
+    first, *_, last = _values(queue_stream, "O-2|1")
+    assert first is not None
+    assert (first["quantity"], first["eta"]) == (3, (T0 + timedelta(days=5)).isoformat())
+    assert last is None
+    # ...and the demand rows with what was shipped and what expired.
+    ordered_day = _values(demand_stream, "W|2026-11-25")[-1]
+    tick_day = _values(demand_stream, "W|2026-11-28")[-1]
+    assert ordered_day is not None
+    assert tick_day is not None
+    assert (ordered_day["shipped"], ordered_day["expired"]) == (2, 0)
+    assert (tick_day["cancelled"], tick_day["expired"]) == (3, 3)

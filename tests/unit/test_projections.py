@@ -2,16 +2,32 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from eventsourcing.persistence import Tracking
 
-from projections.models import BackorderQueue, DemandHistory, OrderStatus, Projection, SkuPositions
+from events.commands import ExpectInbound, PlaceLine, ReceiveStock, ShipLine, SkuCommands
+from events.commands import ShipmentSource as CommandSource
+from projections.models import (
+    BackorderQueue,
+    Change,
+    DemandHistory,
+    OrderStatus,
+    Projection,
+    SkuPositions,
+)
 from projections.queries import FILL_ORDER, order_status
+from projections.runner import ReadModels
 from projections.store import ReadStore
-from tests.unit.stories import SkuStory
+from services.adapters.store import application_env
+from services.allocation.application import Allocation
+from services.allocation.domain import Sku
+from tests.unit.stories import T0, SkuStory, cause_id
 
 
 @pytest.fixture
@@ -112,10 +128,16 @@ def test_sku_position_follows_every_movement_of_stock(store: ReadStore, story: S
         {
             "sku": "SKU-1",
             "received": 3,
+            "shipped": 0,
+            "on_hand": 3,
             "available": 0,
             "allocated": 3,
             "backordered": 3,
             "open_backorders": 2,
+            "inbound": 0,
+            "backorders": None,
+            "backorder_limit": None,
+            "max_wait_days": None,
         }
     ]
 
@@ -128,10 +150,16 @@ def test_sku_position_follows_every_movement_of_stock(store: ReadStore, story: S
         {
             "sku": "SKU-1",
             "received": 5,
+            "shipped": 0,
+            "on_hand": 5,
             "available": 1,
             "allocated": 4,
             "backordered": 0,
             "open_backorders": 0,
+            "inbound": 0,
+            "backorders": None,
+            "backorder_limit": None,
+            "max_wait_days": None,
         }
     ]
 
@@ -214,24 +242,302 @@ def test_order_line_records_rejections_and_early_cancellations(
 @pytest.mark.parametrize(
     ("lines", "status"),
     [
-        ([(2, 0, 0, 0)], "allocated"),
-        ([(1, 1, 0, 0)], "partially_backordered"),
-        ([(2, 0, 0, 0), (0, 3, 0, 0)], "partially_backordered"),
-        ([(0, 2, 0, 0)], "backordered"),
-        ([(0, 0, 2, 0)], "cancelled"),
-        ([(0, 0, 1, 1)], "rejected"),
-        ([(1, 0, 0, 1)], "allocated"),
+        ([(2, 0, 0, 0, 0)], "allocated"),
+        ([(1, 1, 0, 0, 0)], "partially_backordered"),
+        ([(2, 0, 0, 0, 0), (0, 3, 0, 0, 0)], "partially_backordered"),
+        ([(0, 2, 0, 0, 0)], "backordered"),
+        ([(0, 2, 3, 0, 0)], "backordered"),  # shipped, but all that is outstanding is owed
+        ([(1, 2, 3, 0, 0)], "partially_backordered"),
+        ([(1, 0, 1, 0, 0)], "partially_shipped"),
+        ([(1, 0, 0, 0, 0), (0, 0, 2, 0, 0)], "partially_shipped"),
+        ([(0, 0, 2, 0, 0)], "shipped"),
+        ([(0, 0, 1, 1, 1)], "shipped"),
+        ([(0, 0, 0, 2, 0)], "cancelled"),
+        ([(0, 0, 0, 1, 1)], "cancelled"),  # nothing outstanding: cancelled before rejected
+        ([(0, 0, 0, 0, 2)], "rejected"),
+        ([(1, 0, 0, 0, 1)], "allocated"),
     ],
 )
-def test_order_status_is_derived_from_what_its_lines_hold(
-    lines: list[tuple[int, int, int, int]], status: str
+def test_order_status_is_derived_from_what_its_lines_hold_in_the_contracts_precedence(
+    lines: list[tuple[int, int, int, int, int]], status: str
 ) -> None:
+    """(allocated, backordered, shipped, cancelled, rejected) per line."""
     assert (
         order_status(
             [
-                {"allocated": a, "backordered": b, "cancelled": c, "rejected": r}
-                for a, b, c, r in lines
+                {"allocated": a, "backordered": b, "shipped": s, "cancelled": c, "rejected": r}
+                for a, b, s, c, r in lines
             ]
         )
         == status
     )
+
+
+# --- version 2: shipments, policies, inbounds, promised dates, expiry ----------------------
+
+
+def day(n: float) -> datetime:
+    return T0 + timedelta(days=n)
+
+
+def stored_time(moment: datetime | None) -> str | None:
+    """A time as the SQLite store keeps it (ISO text)."""
+    return None if moment is None else moment.isoformat()
+
+
+def apply_more(store: ReadStore, projection: type[Projection], table: str, events: Any) -> set[Any]:
+    model = projection(store)
+    changes: set[Any] = set()
+    with store.transaction() as tx:
+        for event in events:
+            changes.update(model.apply(event, tx, table))
+    return changes
+
+
+def promised(story: SkuStory) -> list[object]:
+    """Nothing in stock. PO-1 brings 3 on day 5: O-1's 2 units are promised for day 5, O-2's
+    3 (units 3 to 5 of the queue) have no date."""
+    events = story.expect("PO-1", 3, day(5))
+    events += story.place("O-1", 2, minutes=1)
+    events += story.place("O-2", 3, minutes=2)
+    return events
+
+
+def test_queue_rows_carry_their_promised_date_and_follow_each_change_of_it(
+    store: ReadStore, story: SkuStory
+) -> None:
+    table = project(store, BackorderQueue, promised(story))
+    query = f"SELECT order_id, quantity, eta FROM {table} ORDER BY {FILL_ORDER}"
+    assert rows(store, query) == [
+        {"order_id": "O-1", "quantity": 2, "eta": stored_time(day(5))},
+        {"order_id": "O-2", "quantity": 3, "eta": None},
+    ]
+
+    # PO-2 covers O-2's last unit on day 9; PO-1 is revised to day 7.
+    later = story.expect("PO-2", 5, day(9)) + story.expect("PO-1", 3, day(7))
+    changes = apply_more(store, BackorderQueue, table, later)
+
+    assert rows(store, query) == [
+        {"order_id": "O-1", "quantity": 2, "eta": stored_time(day(7))},
+        {"order_id": "O-2", "quantity": 3, "eta": stored_time(day(9))},
+    ]
+    assert changes == {
+        Change("backorder-queue", "O-1|1"),
+        Change("backorder-queue", "O-2|1"),
+    }, "a new promised date is a change of the queue row, for the stream"
+
+
+def test_an_order_line_has_the_date_of_its_queued_units_and_none_once_none_are_queued(
+    store: ReadStore, story: SkuStory
+) -> None:
+    events = promised(story) + story.expect("PO-1", 3, day(7))
+    table = project(store, OrderStatus, events)
+    query = f"SELECT order_id, backordered, eta FROM {table} ORDER BY order_id"
+    assert rows(store, query) == [
+        {"order_id": "O-1", "backordered": 2, "eta": stored_time(day(7))},
+        {"order_id": "O-2", "backordered": 3, "eta": None},
+    ]
+
+    apply_more(store, OrderStatus, table, story.receive(3, inbound_id="PO-1"))  # fills O-1
+
+    assert rows(store, query) == [
+        {"order_id": "O-1", "backordered": 0, "eta": None},
+        {"order_id": "O-2", "backordered": 2, "eta": None},
+    ]
+
+
+def test_a_shipment_takes_units_off_allocated_and_on_hand_never_off_available(
+    store: ReadStore, story: SkuStory
+) -> None:
+    events = story.receive(5) + story.place("O-1", 3) + story.ship("O-1", 2)
+    table = project(store, SkuPositions, events)
+
+    [row] = rows(store, f"SELECT received, shipped, on_hand, available, allocated FROM {table}")
+    assert row == {"received": 5, "shipped": 2, "on_hand": 3, "available": 2, "allocated": 1}
+
+
+def test_order_lines_count_shipped_units(store: ReadStore, story: SkuStory) -> None:
+    events = story.receive(5) + story.place("O-1", 3) + story.ship("O-1", 2)
+    events += story.cancel("O-1")  # only the unit still allocated is released
+    table = project(store, OrderStatus, events)
+
+    [row] = rows(store, f"SELECT ordered, allocated, shipped, cancelled FROM {table}")
+    assert row == {"ordered": 3, "allocated": 0, "shipped": 2, "cancelled": 1}
+
+
+def test_a_refused_shipment_line_changes_no_read_model(store: ReadStore, story: SkuStory) -> None:
+    events = story.receive(1) + story.place("O-1", 3)
+    refused = story.ship("O-1", 2)  # more than the one unit allocated
+    assert [type(event) for event in refused] == [Sku.ShipmentLineRefused]
+    for projection in (BackorderQueue, SkuPositions, DemandHistory, OrderStatus):
+        table = project(store, projection, events)
+        before = rows(store, f"SELECT * FROM {table}")
+        assert not apply_more(store, projection, table, refused)
+        assert rows(store, f"SELECT * FROM {table}") == before, projection.name
+        with store.transaction() as tx:
+            for view_table in projection(store).views(table).values():
+                tx.execute(f"DROP TABLE {view_table}")
+
+
+@pytest.mark.parametrize("named_by", ["policy", "inbound"])
+def test_a_sku_is_known_as_soon_as_a_policy_or_an_inbound_names_it(
+    store: ReadStore, story: SkuStory, named_by: str
+) -> None:
+    if named_by == "policy":
+        events = story.set_policy("deny", max_wait_days=5)
+    else:
+        events = story.expect("PO-1", 4, day(3))
+    table = project(store, SkuPositions, events)
+
+    [row] = rows(store, f"SELECT * FROM {table}")
+    counters = {k: v for k, v in row.items() if k in SkuPositions.COUNTERS}
+    assert row["sku"] == "SKU-1"
+    assert counters == {
+        **dict.fromkeys(SkuPositions.COUNTERS, 0),
+        "inbound": 4 if named_by == "inbound" else 0,
+    }
+    policy = (row["backorders"], row["backorder_limit"], row["max_wait_days"])
+    assert policy == (("deny", None, 5) if named_by == "policy" else (None, None, None))
+
+
+def test_the_policy_columns_hold_the_latest_policy_and_a_limit_only_with_limit(
+    store: ReadStore, story: SkuStory
+) -> None:
+    table = project(store, SkuPositions, story.set_policy("limit", limit=10, max_wait_days=30))
+    query = f"SELECT backorders, backorder_limit, max_wait_days FROM {table}"
+    assert rows(store, query) == [
+        {"backorders": "limit", "backorder_limit": 10, "max_wait_days": 30}
+    ]
+
+    apply_more(store, SkuPositions, table, story.set_policy("allow", limit=10))
+
+    assert rows(store, query) == [
+        {"backorders": "allow", "backorder_limit": None, "max_wait_days": None}
+    ]
+
+
+def test_inbound_is_what_the_open_inbounds_still_expect_through_revisions_receipts_and_withdrawals(
+    store: ReadStore, story: SkuStory
+) -> None:
+    table = project(store, SkuPositions, [])
+    inbounds = SkuPositions(store).views(table)["inbounds"]
+
+    def now(events: list[object]) -> tuple[int, dict[str, int]]:
+        apply_more(store, SkuPositions, table, events)
+        [position] = rows(store, f"SELECT inbound FROM {table}")
+        open_ones = rows(store, f"SELECT inbound_id, quantity FROM {inbounds}")
+        return position["inbound"], {r["inbound_id"]: r["quantity"] for r in open_ones}
+
+    assert now(story.expect("PO-1", 10, day(5)) + story.expect("PO-2", 4, day(8))) == (
+        14,
+        {"PO-1": 10, "PO-2": 4},
+    )
+    assert now(story.receive(3, inbound_id="PO-1")) == (11, {"PO-1": 7, "PO-2": 4})
+    assert now(story.expect("PO-1", 5, day(6))) == (9, {"PO-1": 5, "PO-2": 4})  # a revision
+    # More than PO-2 still expects: it takes what is left, never below zero, and closes.
+    assert now(story.receive(6, inbound_id="PO-2")) == (5, {"PO-1": 5})
+    assert now(story.receive(2, inbound_id="PO-X")) == (5, {"PO-1": 5})  # not one of its own
+    assert now(story.expect("PO-1", 0, day(6))) == (0, {})  # withdrawn
+    assert now(story.expect("PO-2", 3, day(9))) == (3, {"PO-2": 3})  # a closed one again
+    [date_row] = rows(store, f"SELECT expected_at FROM {inbounds}")
+    assert date_row["expected_at"] == stored_time(day(9))
+    assert story.sku.inbound == 3, "the read model agrees with the SKU"
+
+
+def test_demand_counts_shipments_and_expiries_on_their_days_expiries_also_as_cancelled(
+    store: ReadStore, story: SkuStory
+) -> None:
+    events = story.receive(2) + story.place("O-1", 2) + story.place("O-2", 3)  # O-2 queued
+    events += story.set_policy("allow", max_wait_days=2)
+    events += story.ship("O-1", 2, cause=story.next_cause(minutes=60 * 24))  # the next day
+    events += story.tick(day(3))  # O-2 has waited 3 days: expired
+    events += story.place("O-3", 1, minutes=60 * 24 * 3)
+    events += story.cancel("O-3", cause=story.next_cause(minutes=60 * 24 * 3))
+    table = project(store, DemandHistory, events)
+
+    got = {
+        r["day"]: (r["shipped"], r["cancelled"], r["expired"])
+        for r in rows(store, f"SELECT * FROM {table} ORDER BY day")
+    }
+    assert got == {
+        "2026-11-25": (0, 0, 0),
+        "2026-11-26": (2, 0, 0),
+        "2026-11-28": (0, 4, 3),  # O-2's 3 expired, O-3's 1 cancelled by its customer
+    }
+
+
+def test_order_lines_count_an_expiry_as_cancelled_and_forget_its_date(
+    store: ReadStore, story: SkuStory
+) -> None:
+    events = story.expect("PO-1", 5, day(10)) + story.place("O-1", 2)
+    events += story.set_policy("allow", max_wait_days=1) + story.tick(day(1))
+    table = project(store, OrderStatus, events)
+
+    [row] = rows(store, f"SELECT backordered, cancelled, eta FROM {table}")
+    assert row == {"backordered": 0, "cancelled": 2, "eta": None}
+
+
+# --- streams ---------------------------------------------------------------------------
+
+
+def _commands(sku: str, position: int, *commands: Any) -> SkuCommands:
+    return SkuCommands(sku=sku, position=position, commands=list(commands))
+
+
+def _an_allocation_log(tmp_path: Path) -> Allocation:
+    """Stock 2 of S; O-1 takes 2 and ships 1; O-2 waits for 3, promised by PO-1 on day 4."""
+    allocation = Allocation(env=application_env(f"sqlite:///{tmp_path}/log", "allocation"))
+
+    def cause(n: int, minutes: float = 0) -> dict[str, Any]:
+        return {"causation_id": cause_id(n), "occurred_at": T0 + timedelta(minutes=minutes)}
+
+    def line(n: int, order_id: str, quantity: int) -> PlaceLine:
+        return PlaceLine(
+            **cause(n, n),
+            order_id=order_id,
+            line_id="1",
+            line_index=0,
+            customer_id="C-1",
+            priority=0,
+            quantity=quantity,
+        )
+
+    source = CommandSource(topic="shipments", partition=0, offset=0)
+    allocation.apply_commands(
+        [
+            _commands("S", 1000, ReceiveStock(**cause(1), receipt_id="R-1", quantity=2)),
+            _commands("S", 2000, line(2, "O-1", 2)),
+            _commands(
+                "S",
+                3000,
+                ShipLine(
+                    **cause(3),
+                    shipment_id="SH-1",
+                    order_id="O-1",
+                    line_id="1",
+                    quantity=1,
+                    source=source,
+                ),
+            ),
+            _commands(
+                "S",
+                4000,
+                ExpectInbound(**cause(4), inbound_id="PO-1", quantity=5, expected_at=day(4)),
+            ),
+            _commands("S", 5000, line(5, "O-2", 3)),
+        ],
+        Tracking("sku-commands-0", 5000),
+    )
+    return allocation
+
+
+def test_the_streamed_rows_carry_the_new_columns(tmp_path: Path) -> None:
+    models = ReadModels(ReadStore(f"sqlite:///{tmp_path}/read"), _an_allocation_log(tmp_path))
+    while models.catch_up():
+        pass
+
+    latest = {(row["topic"], row["key"]): row["value"] for row in models.outbox()}
+    queued = json.loads(latest["backorder-queue", "O-2|1"])
+    assert (queued["quantity"], queued["eta"]) == (3, "2026-11-29T10:00:00+00:00")
+    demand = json.loads(latest["demand-history", "S|2026-11-25"])
+    assert (demand["shipped"], demand["expired"], demand["received"]) == (1, 0, 2)

@@ -24,7 +24,8 @@ def create_app(
     """The API over one read-model store. `kafka_ready` is an async callable for /readyz."""
     app = FastAPI(
         title="fulfillment",
-        description="Backorder queue, SKU positions, demand history and order status.",
+        description="Backorder queue with promised dates, SKU positions and policies, demand "
+        "history and order status.",
         version="0.1.0",
         # Served by routers.docs instead, so that the token guards them too.
         openapi_url=None,
@@ -33,7 +34,9 @@ def create_app(
     )
     token = settings.api_token
     app.state.read_models = models
-    app.state.queries = Queries(models.store)
+    app.state.queries = Queries(
+        models.store, default_backorders="allow" if settings.backorders_allowed else "deny"
+    )
     app.state.kafka_ready = kafka_ready
     app.state.api_token = None if token is None else token.get_secret_value().encode()
 

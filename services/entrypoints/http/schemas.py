@@ -12,12 +12,34 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 
+class SkuPolicy(BaseModel):
+    """What the SKU does with what stock cannot cover, for lines placed from now on."""
+
+    backorders: Literal["allow", "deny", "limit"] = Field(
+        description="`allow`: queue it; `deny`: reject it; `limit`: queue it while the queue "
+        "holds at most `limit` units. A SKU without a policy of its own has the service's "
+        "default: `allow`, or `deny` with BACKORDERS_ALLOWED=false."
+    )
+    limit: int | None = Field(
+        ge=0, description="The most units the queue may hold (with `limit` only)."
+    )
+    max_wait_days: int | None = Field(
+        ge=1, description="How long a backorder may wait before it expires; null: no limit."
+    )
+
+
 class SkuPosition(BaseModel):
+    """A SKU now. Known (zeros where nothing happened) as soon as any input names it."""
+
     sku: str
-    available: int
-    allocated: int
-    backordered: int
-    open_backorders: int
+    available: int = Field(description="On hand and not allocated.")
+    allocated: int = Field(description="Held by order lines, not yet shipped.")
+    backordered: int = Field(description="Owed to the queue.")
+    open_backorders: int = Field(description="Lines waiting in the queue.")
+    on_hand: int = Field(description="In the warehouse: received and not shipped.")
+    shipped: int = Field(description="Units ever shipped.")
+    inbound: int = Field(description="Units expected on the open inbounds.")
+    policy: SkuPolicy
 
 
 class Backorder(BaseModel):
@@ -29,6 +51,10 @@ class Backorder(BaseModel):
     quantity: int = Field(description="Units still owed.")
     placed_at: datetime
     age_seconds: int
+    eta: datetime | None = Field(
+        description="The promised date: when the inbound that covers the line's last queued "
+        "unit is expected; null when expected supply runs out before it."
+    )
 
 
 class OpenBackorder(Backorder):
@@ -41,9 +67,11 @@ class DemandBucket(BaseModel):
     allocated: int
     backordered: int
     filled: int
-    cancelled: int
+    cancelled: int = Field(description="Cancelled or released; expired units included.")
     rejected: int
     received: int
+    shipped: int
+    expired: int = Field(description="Backorders cancelled for waiting past max_wait_days.")
 
 
 class OrderLineView(BaseModel):
@@ -54,14 +82,32 @@ class OrderLineView(BaseModel):
     ordered: int
     allocated: int
     backordered: int
+    shipped: int
     cancelled: int
     rejected: int
+    eta: datetime | None = Field(
+        description="The promised date of the line's queued units; null if none are queued "
+        "or no inbound covers them."
+    )
 
 
 class OrderView(BaseModel):
     order_id: str
     customer_id: str
-    status: Literal["allocated", "partially_backordered", "backordered", "cancelled", "rejected"]
+    status: Literal[
+        "backordered",
+        "partially_backordered",
+        "partially_shipped",
+        "allocated",
+        "shipped",
+        "cancelled",
+        "rejected",
+    ] = Field(
+        description="In order of precedence: `backordered` (every outstanding unit is "
+        "backordered), `partially_backordered` (some are), `partially_shipped` (something "
+        "shipped, allocated units still to ship), `allocated`; with nothing outstanding: "
+        "`shipped`, `cancelled`, `rejected`."
+    )
     lines: list[OrderLineView]
 
 

@@ -45,7 +45,8 @@ def known_sku(queries: Queries, sku: str) -> None:
     dependencies=[Depends(fresh("sku_positions"))],
 )
 async def sku_position(sku: str, queries: Questions) -> dict[str, Any]:
-    """A SKU's stock and backorders now."""
+    """A SKU's stock, backorders, expected supply and policy now. A SKU is known as soon
+    as a policy, an inbound, a receipt or an order line names it."""
     found = await asyncio.to_thread(queries.sku, sku)
     if found is None:
         raise HTTPException(404, {"error": f"unknown SKU {sku!r}"})
@@ -81,7 +82,7 @@ async def sku_backorders(
             "content": {
                 "text/csv": {
                     "schema": {"type": "string"},
-                    "example": f"{CSV_HEADER}\n2026-11-23,12,5,7,5,2,0,8\n",
+                    "example": f"{CSV_HEADER}\n2026-11-23,12,5,7,5,3,0,8,4,1\n",
                 }
             },
         },
@@ -99,8 +100,9 @@ async def demand(
     bucket: Literal["day", "week"] = "day",
     output: Annotated[Literal["json", "csv"] | None, Query(alias="format")] = None,
 ) -> Any:
-    """Units ordered, allocated, backordered, filled, cancelled, rejected and received,
-    per bucket of business time (UTC). CSV with `Accept: text/csv` or `?format=csv`."""
+    """Units ordered, allocated, backordered, filled, cancelled, rejected, received,
+    shipped and expired (also counted in cancelled), per bucket of business time (UTC).
+    CSV with `Accept: text/csv` or `?format=csv`."""
     if start and end and start > end:
         raise HTTPException(422, {"error": "'from' is after 'to'"})
     if start and end and (end - start).days > 3660:
