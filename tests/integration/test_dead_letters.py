@@ -12,16 +12,19 @@ from typing import Any
 import pytest
 
 from services.entrypoints.bootstrap import build_allocation
+from services.operations.dead_letters import redrive
 from tests.harness import (
     as_json,
     bodies,
     drained,
     environment,
     isolated_settings,
+    order,
     publish,
     read_topic,
     receipt,
     running,
+    shipment,
     until,
 )
 
@@ -119,7 +122,8 @@ async def test_an_sre_lists_dead_letters_and_re_drives_them_to_their_source_topi
 
         dry = await asyncio.to_thread(_cli, env, "dlq", "redrive", "--all", "--dry-run")
         assert "would re-drive 1 dead letter(s)" in dry.stdout
-        assert "kept 1 letter(s) from internal topics" in dry.stdout
+        assert "kept 1 letter(s) that re-driving cannot mend" in dry.stdout
+        assert "internal" in dry.stdout  # why: it came from an internal topic
 
         done = await asyncio.to_thread(_cli, env, "dlq", "redrive", "--all")
         assert "re-drove 1 dead letter(s)" in done.stdout
@@ -142,3 +146,45 @@ async def test_an_sre_lists_dead_letters_and_re_drives_them_to_their_source_topi
     assert again[0]["error"] == again[1]["error"]
     assert again[0]["offset"] != again[1]["offset"]
     assert len(_letters_from(dead, topics.sku_commands)) == 1  # kept, not re-driven
+
+
+async def test_an_over_shipment_letter_is_kept_with_why_while_the_other_letters_are_re_driven(
+    kafka_bootstrap: str, database_url: str
+) -> None:
+    settings = isolated_settings(kafka_bootstrap, database_url)
+    topics = settings.topics
+    broken = b'{"type": "OrderPlaced", "order_id": "O-9"'  # cut short
+    async with running(settings):
+        await publish(settings, [(topics.receipts, "A", as_json(receipt("R-1", "A", 1)))])
+        await drained(settings)
+        await publish(settings, [(topics.orders, "O-1", as_json(order("O-1", [("1", "A", 1)])))])
+        await drained(settings)
+        await publish(
+            settings,
+            [
+                (topics.shipments, "O-1", as_json(shipment("S-1", "O-1", [("1", 2)]))),
+                (topics.orders, "O-9", broken),
+            ],
+        )
+        await drained(settings)
+
+        dry = await redrive(settings, select=lambda _: True, dry_run=True)
+        done = await redrive(settings, select=lambda _: True)
+        await drained(settings)
+        shipments = await read_topic(settings, topics.shipments, until=bool, to_end=True)
+        orders = await read_topic(settings, topics.orders, until=bool, to_end=True)
+        decisions = await read_topic(settings, topics.decisions, until=bool, to_end=True)
+
+    assert dry.kept == done.kept
+    [kept] = done.kept
+    assert kept.letter.source_topic == topics.shipments
+    assert kept.letter.error.startswith("over_shipment: line 1 of order O-1")
+    assert kept.why.startswith("an over-shipment")
+    assert "ignore it as a duplicate" in kept.why
+    assert "new shipment_id" in kept.why
+    # The broken order went back to its topic; nothing went back to the shipments topic...
+    assert [letter.letter.source_topic for letter in done.sent] == [topics.orders]
+    assert [r.value for r in orders if r.key == b"O-9"] == [broken, broken]
+    assert len(shipments) == 1
+    # ...and the refused line stayed without effect: O-1 still holds its one unit.
+    assert [d["type"] for d in bodies(decisions)] == ["LineAllocated"]
