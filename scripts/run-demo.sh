@@ -1,11 +1,18 @@
 #!/usr/bin/env bash
 # `make run`: the service on the embedded default (SQLite), with the demo played against it.
 # On a terminal the service keeps running after the demo until Ctrl-C; elsewhere it stops.
+# DATA_DIR (default data) holds the store and the log; HTTP_PORT, KAFKA_BOOTSTRAP_SERVERS,
+# TOPIC_* and the other settings pass through to the service and the demo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export DATABASE_URL="${DATABASE_URL:-sqlite:///data/fulfillment}"
-mkdir -p data
-log=data/service.log
+data="${DATA_DIR:-data}"
+export DATABASE_URL="${DATABASE_URL:-sqlite:///$data/fulfillment}"
+# The demo's story is set in fixed business time (the week of 2026-11-25) and publishes its
+# own clock tick; the service's wall-clock ticks would expire its backorders on a schedule of
+# their own, so they are off unless asked for.
+export CLOCK_INTERVAL_SECONDS="${CLOCK_INTERVAL_SECONDS:-0}"
+mkdir -p "$data"
+log="$data/service.log"
 
 .venv/bin/fulfillment run >"$log" 2>&1 &
 service=$!

@@ -1,7 +1,10 @@
-"""The demo scenario: a popular SKU sells out, and the backorder queue does its job.
+"""The demo scenario: a popular SKU sells out, and the backorder queue does its job; then the
+rest of a backorder's life: a promised date, a revision that moves it, a shipment, a SKU
+that takes no backorders (a lost sale), and a backorder that waits too long and expires.
 
-Each step is published and its decisions awaited before the next, because orders,
-receipts and cancellations travel on different topics and would otherwise race.
+Each step is published and its effect awaited before the next, because orders, receipts,
+cancellations, shipments, policies, inbounds and ticks travel on different topics and
+would otherwise race.
 """
 
 from __future__ import annotations
@@ -20,38 +23,59 @@ from services.adapters.kafka import partitions_of, source_position
 from services.adapters.settings import Settings
 
 DEMO_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:fulfillment:demo")
+DAY = 24 * 60  # minutes
 
 
 @dataclass(frozen=True)
 class Step:
     story: str
     topic: str
-    key: str
+    key: str | None  # None: a clock tick, which has no key
     value: bytes
     expect_decisions: int = 0
     expect_dead_letters: int = 0
-    # A receipt with nobody waiting decides nothing; the demo waits until intake has
-    # recorded it (its message on sku-commands), since the next order must come after it.
+    # An input that decides nothing (a receipt with nobody waiting, a policy) is awaited
+    # until intake has recorded it (its command on sku-commands), since what comes next on
+    # another topic must come after it.
     expect_recorded: bool = False
+
+    @property
+    def event_id(self) -> str | None:
+        try:
+            body = json.loads(self.value)
+        except ValueError:
+            return None
+        return str(body["event_id"]) if isinstance(body, dict) and "event_id" in body else None
 
 
 @dataclass
 class Scenario:
     run_id: str
-    sku: str
+    sku: str  # the SKU whose story the demo reads back: queue, dates, demand
+    limited_sku: str  # a limited edition that takes no backorders
     steps: list[Step] = field(default_factory=list)
     position: int = 0  # where the allocation log was when the last decision was seen
+
+    @property
+    def skus(self) -> tuple[str, str]:
+        return (self.sku, self.limited_sku)
 
     def order_id(self, n: int) -> str:
         return f"O-{self.run_id}-{n}"
 
 
 def scenario(run_id: str, settings: Settings) -> Scenario:
-    """About a dozen events that tell the story; ids carry the run id so runs never mix."""
+    """About twenty events that tell the story; ids carry the run id so runs never mix.
+
+    Business times are fixed (the week of 2026-11-25), so the story, its dates and its
+    demand history are the same at every run; its one clock tick is published by the demo.
+    """
     topics = settings.topics
     sku = f"TEE-RED-M-{run_id}"
-    plan = Scenario(run_id=run_id, sku=sku)
+    mug = f"MUG-LTD-{run_id}"
+    plan = Scenario(run_id=run_id, sku=sku, limited_sku=mug)
     start = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
+    inbound_id = f"PO-{run_id}-1"
 
     def event_id(name: str) -> str:
         return str(uuid.uuid5(DEMO_NAMESPACE, f"{run_id}:{name}"))
@@ -59,30 +83,45 @@ def scenario(run_id: str, settings: Settings) -> Scenario:
     def at(minutes: int) -> str:
         return (start + timedelta(minutes=minutes)).isoformat().replace("+00:00", "Z")
 
-    def order(n: int, customer: str, quantity: int, minutes: int, priority: int = 0) -> bytes:
-        return json.dumps(
-            {
-                "type": "OrderPlaced",
-                "event_id": event_id(f"order-{n}"),
-                "occurred_at": at(minutes),
-                "order_id": plan.order_id(n),
-                "customer_id": customer,
-                "priority": priority,
-                "lines": [{"line_id": "1", "sku": sku, "quantity": quantity}],
-            }
-        ).encode()
+    def message(type_: str, name: str, minutes: int, **fields: Any) -> bytes:
+        body = {"type": type_, "event_id": event_id(name), "occurred_at": at(minutes), **fields}
+        return json.dumps(body).encode()
 
-    def receipt(n: int, quantity: int, minutes: int) -> bytes:
-        return json.dumps(
-            {
-                "type": "StockReceived",
-                "event_id": event_id(f"receipt-{n}"),
-                "occurred_at": at(minutes),
-                "receipt_id": f"R-{run_id}-{n}",
-                "sku": sku,
-                "quantity": quantity,
-            }
-        ).encode()
+    def order(
+        n: int, customer: str, quantity: int, minutes: int, *, priority: int = 0, item: str = sku
+    ) -> bytes:
+        return message(
+            "OrderPlaced",
+            f"order-{n}",
+            minutes,
+            order_id=plan.order_id(n),
+            customer_id=customer,
+            priority=priority,
+            lines=[{"line_id": "1", "sku": item, "quantity": quantity}],
+        )
+
+    def receipt(n: int, quantity: int, minutes: int, item: str = sku) -> bytes:
+        return message(
+            "StockReceived",
+            f"receipt-{n}",
+            minutes,
+            receipt_id=f"R-{run_id}-{n}",
+            sku=item,
+            quantity=quantity,
+        )
+
+    def policy(
+        name: str, item: str, backorders: str, max_wait_days: int | None, minutes: int
+    ) -> bytes:
+        return message(
+            "BackorderPolicySet",
+            name,
+            minutes,
+            sku=item,
+            backorders=backorders,
+            limit=None,
+            max_wait_days=max_wait_days,
+        )
 
     add = plan.steps.append
     add(Step("5 units arrive", topics.receipts, sku, receipt(1, 5, 0), expect_recorded=True))
@@ -137,15 +176,9 @@ def scenario(run_id: str, settings: Settings) -> Scenario:
             2,
         )
     )
-    cancel = json.dumps(
-        {
-            "type": "OrderCancelled",
-            "event_id": event_id("cancel-1"),
-            "occurred_at": at(90),
-            "order_id": plan.order_id(1),
-            "reason": "customer_request",
-        }
-    ).encode()
+    cancel = message(
+        "OrderCancelled", "cancel-1", 90, order_id=plan.order_id(1), reason="customer_request"
+    )
     add(
         Step(
             "C-1 cancels: 2 units released fill the next backorders",
@@ -164,6 +197,118 @@ def scenario(run_id: str, settings: Settings) -> Scenario:
             1,
         )
     )
+
+    # The rest of a backorder's life: dates, shipments, a lost sale, an expiry.
+    add(
+        Step(
+            f"{sku}'s policy: a backorder may wait 7 days at most",
+            topics.policies,
+            sku,
+            policy("policy-1", sku, "allow", 7, 150),
+            expect_recorded=True,
+        )
+    )
+    expected = message(
+        "InboundExpected",
+        "inbound-1",
+        180,
+        inbound_id=inbound_id,
+        sku=sku,
+        quantity=4,
+        expected_at=at(6 * DAY),
+    )
+    add(
+        Step(
+            f"{inbound_id} will bring 4 units on Dec 1: C-6's backorder gets a date",
+            topics.inbound,
+            sku,
+            expected,
+            1,
+        )
+    )
+    add(
+        Step(
+            "two days later C-7 orders 1: backordered, with that date",
+            topics.orders,
+            plan.order_id(7),
+            order(7, "C-7", 1, 2 * DAY + 60),
+            1,
+        )
+    )
+    revised = message(
+        "InboundExpected",
+        "inbound-1-revised",
+        2 * DAY + 120,
+        inbound_id=inbound_id,
+        sku=sku,
+        quantity=4,
+        expected_at=at(9 * DAY),
+    )
+    add(
+        Step(
+            f"{inbound_id} slips to Dec 4: both waiting customers' dates move",
+            topics.inbound,
+            sku,
+            revised,
+            2,
+        )
+    )
+    shipment = message(
+        "ShipmentDispatched",
+        "shipment-1",
+        2 * DAY + 180,
+        shipment_id=f"S-{run_id}-1",
+        order_id=plan.order_id(2),
+        lines=[{"line_id": "1", "quantity": 2}],
+    )
+    add(
+        Step(
+            "a shipment takes 2 of C-2's 3 units: 1 still to ship",
+            topics.shipments,
+            plan.order_id(2),
+            shipment,
+            1,
+        )
+    )
+    add(
+        Step(
+            f"{mug} is a limited edition: backorders denied",
+            topics.policies,
+            mug,
+            policy("policy-2", mug, "deny", None, 2 * DAY + 190),
+            expect_recorded=True,
+        )
+    )
+    add(
+        Step(
+            "2 mugs arrive, the last there will be",
+            topics.receipts,
+            mug,
+            receipt(3, 2, 2 * DAY + 200, item=mug),
+            expect_recorded=True,
+        )
+    )
+    add(
+        Step(
+            "C-8 orders 3 mugs: 2 allocated, 1 rejected (a lost sale)",
+            topics.orders,
+            plan.order_id(8),
+            order(8, "C-8", 3, 2 * DAY + 240, item=mug),
+            2,
+        )
+    )
+    tick = json.dumps(
+        {"type": "ClockTicked", "event_id": event_id("tick-1"), "occurred_at": at(7 * DAY + 180)}
+    ).encode()
+    add(
+        Step(
+            "the clock says Dec 2 12:00: C-6 has waited past 7 days, its backorder expires",
+            topics.clock,
+            None,
+            tick,
+            1,
+        )
+    )
     return plan
 
 
@@ -178,7 +323,7 @@ class Observer:
 
 @dataclass
 class _Watch:
-    """Reads the demo's own decisions and dead letters off the output topics."""
+    """Reads the demo's own decisions, dead letters and recorded commands off the topics."""
 
     plan: Scenario
     settings: Settings
@@ -187,7 +332,7 @@ class _Watch:
     decisions: list[dict[str, Any]] = field(default_factory=list)
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
     position: int = 0  # the highest allocation-log position among the decisions seen
-    recorded: int = 0  # intake's messages for the demo's SKU
+    recorded: set[str] = field(default_factory=set)  # event ids intake turned into commands
 
     async def pin_start(self) -> None:
         topics = self.settings.topics
@@ -204,12 +349,12 @@ class _Watch:
     async def step(self, step: Step, seconds: float) -> None:
         found: dict[str, tuple[int, dict[str, Any]]] = {}
         want_dead = len(self.dead_letters) + step.expect_dead_letters
-        want_recorded = self.recorded + 1 if step.expect_recorded else 0
+        want_recorded = step.event_id if step.expect_recorded else None
         async with asyncio.timeout(seconds):
             while (
                 len(found) < step.expect_decisions
                 or len(self.dead_letters) < want_dead
-                or self.recorded < want_recorded
+                or (want_recorded is not None and want_recorded not in self.recorded)
             ):
                 await self._poll(found)
         # Decisions for different orders travel on different partitions: put them back in
@@ -226,11 +371,11 @@ class _Watch:
         batch = await self.consumer.getmany(timeout_ms=200)
         for record in (record for records in batch.values() for record in records):
             body = json.loads(record.value)
-            if record.topic == topics.decisions and body.get("sku") == self.plan.sku:
+            if record.topic == topics.decisions and body.get("sku") in self.plan.skus:
                 if body["decision_id"] not in known:  # a relay's resend is deduped here
                     found[body["decision_id"]] = (source_position(record) or 0, body)
-            elif record.topic == topics.sku_commands and body.get("sku") == self.plan.sku:
-                self.recorded += 1
+            elif record.topic == topics.sku_commands and body.get("sku") in self.plan.skus:
+                self.recorded.update(str(c["causation_id"]) for c in body["commands"])
             elif record.topic == topics.dead_letters and self.plan.run_id in (body["key"] or ""):
                 self.dead_letters.append(body)
                 if self.observer.on_dead_letter:
@@ -258,7 +403,8 @@ async def play(
         for step in plan.steps:
             if observer.on_step:
                 observer.on_step(step)
-            await producer.send_and_wait(step.topic, step.value, key=step.key.encode())
+            key = None if step.key is None else step.key.encode()
+            await producer.send_and_wait(step.topic, step.value, key=key)
             await watch.step(step, step_timeout)
         # Anything unexpected (say, from the duplicate) would show up now.
         await asyncio.sleep(1.0)
@@ -273,15 +419,16 @@ async def play(
 
 
 async def read_back(settings: Settings, plan: Scenario, api_url: str) -> dict[str, Any]:
-    """The SKU's queue and demand history from the HTTP API, as of the demo's last decision
-    (`min_position`: the API waits until its read models have reached it)."""
+    """The SKU's position, queue (with its dates) and weekly demand history from the HTTP
+    API, as of the demo's last decision (`min_position`: the API waits until its read
+    models have reached it)."""
     import httpx
 
     params = {"min_position": str(plan.position)}
     async with httpx.AsyncClient(base_url=api_url, timeout=15) as client:
         position = await client.get(f"/skus/{plan.sku}", params=params)
         queue = await client.get(f"/skus/{plan.sku}/backorders", params=params)
-        demand = await client.get(f"/skus/{plan.sku}/demand", params=params)
+        demand = await client.get(f"/skus/{plan.sku}/demand", params={**params, "bucket": "week"})
         for answer in (position, queue, demand):
             answer.raise_for_status()
     return {"position": position.json(), "queue": queue.json(), "demand": demand.json()}
