@@ -1,4 +1,6 @@
-"""In-process figures: the Sku aggregate, decoding, and the two applications on a store."""
+"""In-process figures: the Sku aggregate, decoding, and the two applications on a store.
+
+One big SKU (hot_sku, eta) is bench/one_sku.py."""
 
 from __future__ import annotations
 
@@ -239,89 +241,4 @@ def bench_intake_store(database_url: str, orders: int, skus: int, batch: int) ->
         "seconds": round(elapsed, 3),
         "inputs_per_s": _rate(total, elapsed),
         "ms_per_transaction": round(1000 * elapsed / max(1, transactions), 3),
-    }
-
-
-# --- 5. hot_sku --------------------------------------------------------------------------
-
-
-def bench_hot_sku(
-    database_url: str, lines: int, batch: int, checkpoints: int = 5
-) -> dict[str, Any]:
-    """One SKU that takes `lines` one-unit order lines (a receipt covers every other one), in
-    batches as the service applies them. The Sku keeps every line it ever held (an allocated
-    line can still be cancelled), so its state and its snapshots grow with its history: this
-    shows what that costs per command, per snapshot, and to load it cold."""
-    from uuid import NAMESPACE_URL, uuid5
-
-    from events.commands import PlaceLine, ReceiveStock
-    from services.allocation.domain import sku_aggregate_id
-
-    when = datetime(2026, 11, 2, 8, 0, tzinfo=UTC)
-    messages = []
-    for n in range(1, lines + 1):
-        cause = uuid5(NAMESPACE_URL, f"bench-hot:{n}")
-        command: Any = PlaceLine(
-            causation_id=cause,
-            occurred_at=when,
-            order_id=f"O-{n}",
-            line_id="1",
-            line_index=0,
-            customer_id=f"C-{n % 97}",
-            priority=0,
-            quantity=1,
-        )
-        messages.append(SkuCommands(sku="HOT", position=2 * n, commands=[command]))
-        if n % 2 == 0:
-            receipt = ReceiveStock(
-                causation_id=cause, occurred_at=when, receipt_id=f"R-{n}", quantity=1
-            )
-            messages.append(SkuCommands(sku="HOT", position=2 * n + 1, commands=[receipt]))
-    app: Allocation = build_allocation(Settings(database_url=database_url))
-    segments = []
-    try:
-        chunks = _chunks(messages, batch)
-        every = max(1, len(chunks) // checkpoints)
-        started = segment_started = time.perf_counter()
-        segment_commands = 0
-        for number, chunk in enumerate(chunks, start=1):
-            app.apply_commands(chunk, Tracking("bench.hot-0", number))
-            segment_commands += len(chunk)
-            if number % every == 0 or number == len(chunks):
-                now = time.perf_counter()
-                sku = app.find_sku("HOT")
-                assert sku is not None
-                segments.append(
-                    {
-                        "lines_held": len(sku.lines),
-                        "commands_per_s": _rate(segment_commands, now - segment_started),
-                    }
-                )
-                segment_started, segment_commands = now, 0
-        elapsed = time.perf_counter() - started
-        assert app.snapshots is not None
-        [snapshot] = app.snapshots.recorder.select_events(
-            sku_aggregate_id("HOT"), desc=True, limit=1
-        )
-        cold = build_allocation(Settings(database_url=database_url))
-        try:
-            load_started = time.perf_counter()
-            loaded = cold.find_sku("HOT")
-            load_seconds = time.perf_counter() - load_started
-            assert loaded is not None
-            assert len(loaded.lines) == lines
-        finally:
-            _close(cold)
-    finally:
-        _close(app)
-    return {
-        "lines": lines,
-        "commands": len(messages),
-        "batch": batch,
-        "seconds": round(elapsed, 3),
-        "commands_per_s": _rate(len(messages), elapsed),
-        "by_lines_held": segments,
-        "last_snapshot_bytes": len(snapshot.state),
-        "snapshot_min_interval_events": Allocation.snapshotting_intervals[Sku],
-        "cold_load_ms": round(1000 * load_seconds, 1),
     }

@@ -33,7 +33,16 @@ from urllib.parse import parse_qs, urlsplit
 import structlog
 
 REPO = Path(__file__).resolve().parent.parent
-BENCHMARKS = ("domain", "decode", "allocation_store", "intake_store", "hot_sku", "end_to_end")
+BENCHMARKS = (
+    "domain",
+    "decode",
+    "allocation_store",
+    "intake_store",
+    "hot_sku",
+    "eta",
+    "end_to_end",
+)
+SNAPSHOTTING = ("service", "eventsourcing", "both")
 STORES = ("sqlite", "postgres")
 
 
@@ -59,7 +68,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--single-commands", type=int, default=1_000, help="allocation_store, batch size 1")
     add("--batch", type=int, default=500, help="messages per transaction (default 500)")
     add("--intake-orders", type=int, default=20_000, help="intake_store orders (+10%% cancels)")
-    add("--hot-lines", type=int, default=50_000, help="hot_sku: order lines on one SKU")
+    add("--hot-lines", type=int, default=100_000, help="hot_sku: order lines on one SKU")
+    add("--hot-queued", type=int, default=1_000, help="hot_sku: lines kept waiting in the queue")
+    add(
+        "--hot-unshipped",
+        type=int,
+        default=1_000,
+        help="hot_sku: lines kept allocated, not yet shipped",
+    )
+    add(
+        "--hot-snapshotting",
+        choices=SNAPSHOTTING,
+        default="service",
+        help="hot_sku: the service's snapshots (Allocation._take_snapshots), eventsourcing's "
+        "own (every 500 events, re-read from the store), or both, one after the other",
+    )
+    add("--eta-lines", type=int, default=50_000, help="eta: lines queued on one SKU")
+    add("--eta-inbounds", type=int, default=5, help="eta: inbounds covering half the queue")
+    add(
+        "--eta-commands",
+        type=int,
+        default=1_000,
+        help="eta: commands of each probe, per round in memory (x --rounds on SQLite)",
+    )
     add("--e2e-orders", type=int, default=5_000, help="end_to_end burst of orders")
     add("--paced-orders", type=int, default=1_000, help="end_to_end paced orders (0: none)")
     add("--paced-rate", type=float, default=200.0, help="end_to_end paced orders per second")
@@ -80,7 +111,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.store_commands = 1_000
         args.single_commands = 100
         args.intake_orders = 1_000
-        args.hot_lines = 2_000
+        args.hot_lines = 5_000
+        args.hot_queued = 200
+        args.hot_unshipped = 200
+        args.eta_lines = 5_000
+        args.eta_commands = 200
         args.e2e_orders = 200
         args.paced_orders = 50
         args.paced_rate = 100.0
@@ -205,6 +240,59 @@ def _bind(run: Callable[[str], Any], url: str) -> Callable[[], Any]:
     return lambda: run(url)
 
 
+PerStore = Callable[[str, Callable[[str], Any]], dict[str, Any]]
+
+
+def hot_sku(args: argparse.Namespace, per_store: PerStore, kinds: list[str]) -> dict[str, Any]:
+    """Per store; with --hot-snapshotting both, per store and snapshotting."""
+    from bench import one_sku
+
+    def run(mode: one_sku.Snapshotting) -> Callable[[str], Any]:
+        return lambda url: one_sku.bench_hot_sku(
+            url,
+            args.hot_lines,
+            args.batch,
+            queued=args.hot_queued,
+            unshipped=args.hot_unshipped,
+            snapshotting=mode,
+        )
+
+    if args.hot_snapshotting != "both":
+        return per_store("hot_sku", run(args.hot_snapshotting))
+    by_mode = {
+        mode: per_store(f"hot_sku ({mode} snapshots)", run(mode)) for mode in one_sku.SNAPSHOTTING
+    }
+    return {kind: {mode: found[kind] for mode, found in by_mode.items()} for kind in kinds}
+
+
+def eta(args: argparse.Namespace, stores: Stores, kinds: list[str]) -> dict[str, Any]:
+    """In memory, and through the application on SQLite only: what is measured is the work
+    a command does in the SKU, which a store adds to but does not change, and queueing
+    50,000 lines twice on PostgreSQL would add about a minute to `make bench`."""
+    from bench import one_sku
+
+    result: dict[str, Any] = {
+        "memory": _attempt(
+            "eta [memory]",
+            lambda: one_sku.bench_eta_memory(
+                args.eta_lines, args.eta_inbounds, args.eta_commands, args.rounds
+            ),
+        )
+    }
+    if "sqlite" in kinds:
+        result["sqlite"] = _attempt(
+            "eta [sqlite]",
+            lambda: one_sku.bench_eta_store(
+                lambda: stores.url("sqlite"),
+                args.eta_lines,
+                args.eta_inbounds,
+                args.eta_commands * args.rounds,  # as many as in memory: more transactions
+                args.batch,
+            ),
+        )
+    return result
+
+
 def run_all(args: argparse.Namespace) -> dict[str, Any]:
     from bench import end_to_end, micro
 
@@ -266,9 +354,9 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
                 ),
             )
         if "hot_sku" in only:
-            results["hot_sku"] = per_store(
-                "hot_sku", lambda url: micro.bench_hot_sku(url, args.hot_lines, args.batch)
-            )
+            results["hot_sku"] = hot_sku(args, per_store, kinds)
+        if "eta" in only:
+            results["eta"] = eta(args, stores, kinds)
         if "end_to_end" in only:
             results["end_to_end"] = per_store(
                 "end_to_end",
@@ -321,6 +409,12 @@ def main(argv: list[str] | None = None) -> None:
                 "batch",
                 "intake_orders",
                 "hot_lines",
+                "hot_queued",
+                "hot_unshipped",
+                "hot_snapshotting",
+                "eta_lines",
+                "eta_inbounds",
+                "eta_commands",
                 "e2e_orders",
                 "paced_orders",
                 "paced_rate",

@@ -5,10 +5,19 @@ from __future__ import annotations
 import random
 import uuid
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from events.commands import CancelLine, PlaceLine, ReceiveStock
+from events.commands import (
+    CancelLine,
+    ExpectInbound,
+    PlaceLine,
+    ReceiveStock,
+    ShipLine,
+    ShipmentSource,
+    SkuCommands,
+)
+from services.kernel.positions import IntakePosition
 from tests.harness import T0, cancellation, order, receipt
 
 SkuCommand = PlaceLine | CancelLine | ReceiveStock
@@ -125,3 +134,162 @@ def order_bodies(
     for body in rng.sample(result.orders, int(count * cancel_fraction)):
         result.cancellations.append(cancellation(body["order_id"], minutes=count / 60))
     return result
+
+
+# --- one SKU, command by command (hot_sku, eta) ------------------------------------------
+
+
+class SkuScript:
+    """One SKU's sku-commands messages in intake order, as the relay numbers them: each
+    command its own intake notification, so positions only grow (IntakePosition).
+
+    Ids and times are derived from the running count, so the same calls give the same
+    messages on every run."""
+
+    def __init__(self, sku: str, start: datetime = T0) -> None:
+        self.sku = sku
+        self.start = start
+        self.messages: list[SkuCommands] = []
+        self._notification = 0
+
+    def _add(self, command: PlaceLine | ReceiveStock | ShipLine | ExpectInbound) -> None:
+        self.messages.append(
+            SkuCommands(
+                sku=self.sku,
+                position=IntakePosition(self._notification).message_position,
+                commands=[command],
+            )
+        )
+
+    def _cause(self) -> tuple[uuid.UUID, datetime]:
+        """The next command's event id and business time (one second apart)."""
+        self._notification += 1
+        count = self._notification
+        return uuid.uuid5(uuid.NAMESPACE_URL, f"bench:{self.sku}:{count}"), self.start + timedelta(
+            seconds=count
+        )
+
+    def place(self, order_id: str, quantity: int = 1, priority: int = 0) -> None:
+        causation_id, when = self._cause()
+        self._add(
+            PlaceLine(
+                causation_id=causation_id,
+                occurred_at=when,
+                order_id=order_id,
+                line_id="L1",
+                line_index=0,
+                customer_id=f"C-{self._notification % 97}",
+                priority=priority,
+                quantity=quantity,
+            )
+        )
+
+    def receive(self, receipt_id: str, quantity: int, inbound_id: str | None = None) -> None:
+        causation_id, when = self._cause()
+        self._add(
+            ReceiveStock(
+                causation_id=causation_id,
+                occurred_at=when,
+                receipt_id=receipt_id,
+                quantity=quantity,
+                inbound_id=inbound_id,
+            )
+        )
+
+    def ship(self, order_id: str, quantity: int = 1) -> None:
+        causation_id, when = self._cause()
+        self._add(
+            ShipLine(
+                causation_id=causation_id,
+                occurred_at=when,
+                shipment_id=f"S-{order_id}",
+                order_id=order_id,
+                line_id="L1",
+                quantity=quantity,
+                source=ShipmentSource(topic="shipments", partition=0, offset=self._notification),
+            )
+        )
+
+    def expect(self, inbound_id: str, quantity: int, expected_at: datetime) -> None:
+        causation_id, when = self._cause()
+        self._add(
+            ExpectInbound(
+                causation_id=causation_id,
+                occurred_at=when,
+                inbound_id=inbound_id,
+                quantity=quantity,
+                expected_at=expected_at,
+            )
+        )
+
+    def take(self) -> list[SkuCommands]:
+        """The messages added since the last take."""
+        taken, self.messages = self.messages, []
+        return taken
+
+
+def hot_sku_messages(
+    lines: int, *, queued: int = 1_000, unshipped: int = 1_000, receipt_units: int = 10
+) -> list[SkuCommands]:
+    """One SKU's whole flow, `lines` one-unit order lines long: every line is backordered
+    when placed (no stock is left available), filled by a receipt of `receipt_units` units
+    once `queued` lines wait behind it, and shipped `unshipped` lines after that. So about
+    `queued` lines are queued and `unshipped` allocated at any time, whatever `lines` is:
+    everything before them is settled."""
+    script = SkuScript("HOT")
+    for n in range(1, lines + 1):
+        script.place(f"O-{n}")
+        if n % receipt_units == 0 and n >= queued + receipt_units:
+            script.receive(f"R-{n}", receipt_units)  # fills the head: lines up to n - queued
+        shipped = n - queued - unshipped
+        if shipped >= 1:
+            script.ship(f"O-{shipped}")
+    return script.take()
+
+
+ETA_PROBES = ("new_line", "priority_line", "receipt", "inbound_receipt")
+
+
+@dataclass
+class EtaWorkload:
+    """A SKU with a long queue, its inbounds, and probe commands measured against it."""
+
+    queue: list[SkuCommands]  # `lines` one-unit lines placed with no stock: all queued
+    inbounds: list[SkuCommands]  # ExpectInbound: weekly, together covering half the queue
+    probes: list[tuple[str, list[SkuCommands]]]  # (one of ETA_PROBES, its commands), in order
+
+
+def eta_workload(lines: int, inbounds: int, per_probe: int, rounds: int = 1) -> EtaWorkload:
+    """Probes, `per_probe` commands each, `rounds` times: a new line (joins the tail), a
+    priority line (goes ahead of every ordinary line: every queued line moves back), a
+    one-unit receipt (fills the head: every queued line moves forward) and a one-unit receipt
+    against the earliest open inbound (the head and that inbound move together).
+
+    Without the inbounds applied, the same messages apply: a receipt's inbound_id then names
+    nothing and it is a plain receipt."""
+    script = SkuScript("ETA")
+    for n in range(lines):
+        script.place(f"O-{n}")
+    queue = script.take()
+    size = max(1, lines // (2 * max(1, inbounds)))
+    for number in range(inbounds):
+        script.expect(f"IN-{number}", size, T0 + timedelta(days=7 * (number + 1)))
+    expected = script.take()
+    received_against = 0
+    probes: list[tuple[str, list[SkuCommands]]] = []
+    for round_ in range(rounds):
+        for kind in ETA_PROBES:
+            for n in range(per_probe):
+                name = f"{kind}-{round_}-{n}"
+                if kind == "new_line":
+                    script.place(f"N-{name}")
+                elif kind == "priority_line":
+                    script.place(f"P-{name}", priority=1)
+                elif kind == "receipt":
+                    script.receive(f"R-{name}", 1)
+                else:
+                    earliest = min(received_against // size, max(0, inbounds - 1))
+                    script.receive(f"R-{name}", 1, inbound_id=f"IN-{earliest}")
+                    received_against += 1
+            probes.append((kind, script.take()))
+    return EtaWorkload(queue=queue, inbounds=expected, probes=probes)
