@@ -528,12 +528,9 @@ class Sku(Aggregate):
             return
         self._begin()
         cancelled = min(cancelled_before_placement, quantity)
-        self.trigger_event(
+        self._record(
             self.LinePlaced,
-            position=cause.position,
-            sku=self.sku,
-            causation_id=cause.causation_id,
-            occurred_at=cause.occurred_at,
+            cause,
             order_id=order_id,
             line_id=line_id,
             line_index=line_index,
@@ -586,12 +583,9 @@ class Sku(Aggregate):
         if self.has_applied(cause.position):
             return
         self._begin()
-        self.trigger_event(
+        self._record(
             self.StockReceived,
-            position=cause.position,
-            sku=self.sku,
-            causation_id=cause.causation_id,
-            occurred_at=cause.occurred_at,
+            cause,
             receipt_id=receipt_id,
             quantity=quantity,
             inbound_id=inbound_id,
@@ -646,12 +640,9 @@ class Sku(Aggregate):
         line = self._lines.get(line_key(order_id, line_id))
         held = 0 if line is None else line["allocated"]
         if quantity > held:
-            self.trigger_event(
+            self._record(
                 self.ShipmentLineRefused,
-                position=cause.position,
-                sku=self.sku,
-                causation_id=cause.causation_id,
-                occurred_at=cause.occurred_at,
+                cause,
                 shipment_id=shipment_id,
                 order_id=order_id,
                 line_id=line_id,
@@ -685,12 +676,9 @@ class Sku(Aggregate):
         if self.has_applied(cause.position):
             return
         self._begin()
-        self.trigger_event(
+        self._record(
             self.PolicySet,
-            position=cause.position,
-            sku=self.sku,
-            causation_id=cause.causation_id,
-            occurred_at=cause.occurred_at,
+            cause,
             backorders=backorders,
             limit=limit if backorders == "limit" else None,
             max_wait_days=max_wait_days,
@@ -704,12 +692,9 @@ class Sku(Aggregate):
         if self.has_applied(cause.position):
             return
         self._begin()
-        self.trigger_event(
+        self._record(
             self.InboundExpected,
-            position=cause.position,
-            sku=self.sku,
-            causation_id=cause.causation_id,
-            occurred_at=cause.occurred_at,
+            cause,
             inbound_id=inbound_id,
             quantity=quantity,
             expected_at=expected_at,
@@ -835,6 +820,17 @@ class Sku(Aggregate):
                         previous_eta=line["eta"],
                     )
 
+    def _record(self, event_class: type[Sku.Recorded], cause: Cause, **fields: Any) -> None:
+        """Records an event of this SKU caused by `cause` (its position, id and time)."""
+        self.trigger_event(
+            event_class,
+            position=cause.position,
+            sku=self.sku,
+            causation_id=cause.causation_id,
+            occurred_at=cause.occurred_at,
+            **fields,
+        )
+
     def _decide(
         self,
         event_class: type[Sku.Decided],
@@ -844,13 +840,10 @@ class Sku(Aggregate):
         quantity: int,
         **extra: Any,
     ) -> None:
-        self.trigger_event(
+        self._record(
             event_class,
-            position=cause.position,
-            sku=self.sku,
+            cause,
             decision_id=decision_id(event_class.__name__, cause, self.sku, order_id, line_id),
-            causation_id=cause.causation_id,
-            occurred_at=cause.occurred_at,
             order_id=order_id,
             line_id=line_id,
             quantity=quantity,
