@@ -1,8 +1,13 @@
 """Bad input at scale: hypothesis draws a mix of good events and bad messages of every kind
 (arbitrary bytes, non-UTF-8, JSON that is not an object, wrong types, missing fields,
-unknown types, boundary values, oversize bodies), publishes them interleaved to a running
-service on a real broker and both stores, and checks: every bad message has exactly one dead
-letter that says why, every good event is applied, and the service keeps running."""
+unknown types, boundary values, oversize bodies) on all seven input topics, publishes them
+interleaved to a running service on a real broker and both stores, and checks: every bad
+message has exactly one dead letter that says why, every good event is applied, and the
+service keeps running.
+
+Shipments take what is allocated, which only the service knows: a second phase, once the
+first has drained, ships from the allocations the decisions show (all of a line, a unit,
+one more than is allocated), mixed with bad shipments and receipts against inbounds."""
 
 from __future__ import annotations
 
@@ -23,13 +28,14 @@ from hypothesis import HealthCheck, Phase, given, seed
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from events.common import MAX_MESSAGE_BYTES
+from events.common import MAX_MESSAGE_BYTES, MAX_QUANTITY, MAX_QUEUE_LIMIT
 from services.adapters.kafka import INPUT_MAX_BYTES, SOURCE_POSITION_HEADER
 from services.adapters.settings import Settings
-from services.entrypoints.bootstrap import build_allocation
+from services.entrypoints.bootstrap import build_allocation, build_intake
 from services.entrypoints.runner import Service
 from services.intake.application import Intake
 from services.intake.consumer import IntakeHandler
+from services.intake.domain import tick_aggregate_id
 from tests.harness import (
     consumer_record,
     drained,
@@ -45,9 +51,23 @@ pytestmark = pytest.mark.kafka
 SEED = int(os.environ.get("FUZZ_SEED", "20261125"))
 EXAMPLES = 30  # hypothesis examples; each adds a random subset of the kinds to the mix
 SAFE = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_."
-ROLES = ("orders", "cancellations", "receipts")
-TYPES = {"orders": "OrderPlaced", "cancellations": "OrderCancelled", "receipts": "StockReceived"}
+ROLES = ("orders", "cancellations", "receipts", "shipments", "policies", "inbound", "clock")
+TYPES = {
+    "orders": "OrderPlaced",
+    "cancellations": "OrderCancelled",
+    "receipts": "StockReceived",
+    "shipments": "ShipmentDispatched",
+    "policies": "BackorderPolicySet",
+    "inbound": "InboundExpected",
+    "clock": "ClockTicked",
+}
 KNOWN_FIELDS = {
+    "shipment_id",
+    "backorders",
+    "limit",
+    "max_wait_days",
+    "inbound_id",
+    "expected_at",
     "type",
     "event_id",
     "occurred_at",
@@ -92,17 +112,25 @@ class Case:
 
     kind: str
     role: str
-    key: str
+    key: str | None
     value: bytes
     reason: str | None = None
     body: dict[str, Any] | None = None
     cancelled: dict[str, int] | None = None  # a good order: what a good cancellation took
     target: Case | None = None  # a good cancellation: the order it cancels...
     takes: dict[str, int] | None = None  # ...and what it takes from each line
+    # A good shipment: per line, (quantity shipped, allocated left after it)...
+    ships: dict[str, tuple[int, int]] = field(default_factory=dict)
+    over: list[str] = field(default_factory=list)  # ...and its lines refused: over_shipment
 
     @property
     def good(self) -> bool:
         return self.reason is None
+
+    @property
+    def letters(self) -> int:
+        """How many dead letters it must have: one per line that over-ships, one if bad."""
+        return len(self.over) if self.good else 1
 
     def show(self) -> str:
         return f"{self.kind} on {self.role} key {self.key!r}: {self.value[:300]!r}"
@@ -127,6 +155,17 @@ class Mix:
     def next_id(self, prefix: str) -> str:
         self.counter += 1
         return f"{prefix}{self.tag}-{self.counter}"
+
+    @property
+    def policy_skus(self) -> list[str]:
+        """SKUs that get policies and no orders: what a policy does to orders and ticks is
+        the reliability workload's and the unit tests' business; here, that it is applied."""
+        return [f"P{self.tag}-{n}" for n in range(3)]
+
+    @property
+    def inbound_ids(self) -> list[str]:
+        """Few, so that inbounds get revised and withdrawn."""
+        return [f"PO{self.tag}-{n}" for n in range(4)]
 
     @property
     def skus(self) -> list[str]:
@@ -187,6 +226,54 @@ def new_receipt(mix: Mix, data: st.DataObject) -> dict[str, Any]:
     }
 
 
+def new_shipment(mix: Mix, data: st.DataObject) -> dict[str, Any]:
+    """A well-formed shipment from an order nobody placed (so: unknown_order)."""
+    return {
+        "type": "ShipmentDispatched",
+        "event_id": str(uuid.uuid4()),
+        "occurred_at": when(data),
+        "shipment_id": mix.next_id("SH") + data.draw(st.text(printable, max_size=6)),
+        "order_id": mix.next_id("GHOST"),
+        "lines": [{"line_id": "1", "quantity": data.draw(st.integers(1, 5))}],
+    }
+
+
+def new_policy(mix: Mix, data: st.DataObject) -> dict[str, Any]:
+    backorders = data.draw(st.sampled_from(["allow", "deny", "limit"]))
+    body: dict[str, Any] = {
+        "type": "BackorderPolicySet",
+        "event_id": str(uuid.uuid4()),
+        "occurred_at": when(data),
+        "sku": data.draw(st.sampled_from(mix.policy_skus)),
+        "backorders": backorders,
+    }
+    if backorders == "limit" or data.draw(st.booleans()):  # ignored unless limit
+        body["limit"] = data.draw(
+            st.integers(0, MAX_QUEUE_LIMIT) | st.sampled_from([0, MAX_QUEUE_LIMIT])
+        )
+    if data.draw(st.booleans()):
+        body["max_wait_days"] = data.draw(
+            st.none() | st.integers(1, 3650) | st.sampled_from([1, 3650])
+        )
+    return body
+
+
+def new_inbound(mix: Mix, data: st.DataObject) -> dict[str, Any]:
+    return {
+        "type": "InboundExpected",
+        "event_id": str(uuid.uuid4()),
+        "occurred_at": when(data),
+        "inbound_id": data.draw(st.sampled_from(mix.inbound_ids)),
+        "sku": data.draw(st.sampled_from(mix.skus)),
+        "quantity": data.draw(st.integers(0, 60) | st.sampled_from([0, 1, MAX_QUANTITY])),
+        "expected_at": when(data),
+    }
+
+
+def new_tick(data: st.DataObject) -> dict[str, Any]:
+    return {"type": "ClockTicked", "event_id": str(uuid.uuid4()), "occurred_at": when(data)}
+
+
 def good_order(mix: Mix, data: st.DataObject) -> list[Case]:
     body = new_order(mix, data)
     extra = data.draw(unknown_fields)
@@ -201,6 +288,27 @@ def good_order(mix: Mix, data: st.DataObject) -> list[Case]:
 def good_receipt(mix: Mix, data: st.DataObject) -> list[Case]:
     body = {**new_receipt(mix, data), **data.draw(unknown_fields)}
     return [Case("receipt", "receipts", body["sku"], encode(body), body=body)]
+
+
+def good_policy(mix: Mix, data: st.DataObject) -> list[Case]:
+    body = {**new_policy(mix, data), **data.draw(unknown_fields)}
+    return [Case(f"policy {body['backorders']}", "policies", body["sku"], encode(body), body=body)]
+
+
+def good_inbound(mix: Mix, data: st.DataObject) -> list[Case]:
+    body = {**new_inbound(mix, data), **data.draw(unknown_fields)}
+    kind = "inbound withdrawal" if body["quantity"] == 0 else "inbound"
+    return [Case(kind, "inbound", body["sku"], encode(body), body=body)]
+
+
+def good_tick(mix: Mix, data: st.DataObject) -> list[Case]:
+    """A tick, keyed or not: the contract names no key for the clock topic, and, as on
+    every topic, the key is not what intake reads."""
+    body = {**new_tick(data), **data.draw(unknown_fields)}
+    key = data.draw(st.none() | st.just(mix.next_id("K")))
+    return [
+        Case("tick" if key is None else "tick with a key", "clock", key, encode(body), body=body)
+    ]
 
 
 def good_cancellation(mix: Mix, data: st.DataObject) -> list[Case]:
@@ -353,22 +461,38 @@ REQUIRED = {
     "orders": ["event_id", "occurred_at", "order_id", "customer_id", "lines"],
     "receipts": ["event_id", "occurred_at", "receipt_id", "sku", "quantity"],
     "cancellations": ["event_id", "occurred_at", "order_id"],
+    "shipments": ["event_id", "occurred_at", "shipment_id", "order_id", "lines"],
+    "policies": ["event_id", "occurred_at", "sku", "backorders"],
+    "inbound": ["event_id", "occurred_at", "inbound_id", "sku", "quantity", "expected_at"],
+    "clock": ["event_id", "occurred_at"],
 }
+
+
+def new_body(role: str, mix: Mix, data: st.DataObject) -> dict[str, Any]:
+    """A well-formed body for the role's topic."""
+    if role == "orders":
+        return new_order(mix, data)
+    if role == "receipts":
+        return new_receipt(mix, data)
+    if role == "shipments":
+        return new_shipment(mix, data)
+    if role == "policies":
+        return new_policy(mix, data)
+    if role == "inbound":
+        return new_inbound(mix, data)
+    if role == "clock":
+        return new_tick(data)
+    return {
+        "type": "OrderCancelled",
+        "event_id": str(uuid.uuid4()),
+        "occurred_at": when(data),
+        "order_id": mix.next_id("O"),
+    }
 
 
 def missing_field(mix: Mix, data: st.DataObject) -> list[Case]:
     role = data.draw(st.sampled_from(ROLES))
-    if role == "orders":
-        body = new_order(mix, data)
-    elif role == "receipts":
-        body = new_receipt(mix, data)
-    else:
-        body = {
-            "type": "OrderCancelled",
-            "event_id": str(uuid.uuid4()),
-            "occurred_at": when(data),
-            "order_id": mix.next_id("O"),
-        }
+    body = new_body(role, mix, data)
     name = data.draw(st.sampled_from([*REQUIRED[role], "type", "line sku"]))
     if name == "line sku" and role == "orders":
         del body["lines"][0]["sku"]
@@ -538,7 +662,160 @@ def unknown_line_cancellation(mix: Mix, data: st.DataObject) -> list[Case]:
     ]
 
 
-GOOD = [*[good_order] * 4, *[good_receipt] * 2, *[good_cancellation] * 2]
+# The fields of the four version-2 inputs, with values of the wrong type for each.
+WRONG_TYPES_V2: dict[tuple[str, str], list[Any]] = {
+    ("policies", "backorders"): ["ALLOW", "maybe", None, 1, ["allow"]],
+    ("policies", "limit"): ["5", 2.5, True, [5]],
+    ("policies", "max_wait_days"): ["30", 1.5, True, {"days": 3}],
+    ("inbound", "quantity"): ["5", 2.5, True, None],
+    ("inbound", "expected_at"): ["tomorrow", 1_700_000_000, None, "2026-02-30T00:00:00Z"],
+    ("shipments", "lines.0.quantity"): ["1", 1.5, True, None],
+    ("shipments", "lines"): ["1 x 2", {"line_id": "1"}, None, 3],
+    ("clock", "occurred_at"): [1_700_000_000, "yesterday", None, "2026-13-01T00:00:00Z", True],
+}
+
+
+def _put(body: dict[str, Any], where: str, value: Any) -> None:
+    """Sets a field by its dotted path (lines.0.quantity)."""
+    *path, last = where.split(".")
+    target: Any = body
+    for step in path:
+        target = target[int(step)] if step.isdigit() else target[step]
+    target[last] = value
+
+
+def wrong_type_v2(mix: Mix, data: st.DataObject) -> list[Case]:
+    role, where = data.draw(st.sampled_from(sorted(WRONG_TYPES_V2)))
+    wrong = data.draw(st.sampled_from(WRONG_TYPES_V2[role, where]))
+    body = new_body(role, mix, data)
+    if where == "limit":  # read only with backorders limit
+        body["backorders"] = "limit"
+    _put(body, where, wrong)
+    key = None if role == "clock" else str(body.get("order_id") or body.get("sku"))
+    return [Case(f"{role} {where}={wrong!r}", role, key, encode(body), reason=f"{where}:")]
+
+
+# Values past the version-2 limits: (role, field) -> (values, what the error says).
+OUT_OF_RANGE_V2: dict[tuple[str, str], list[tuple[int, str]]] = {
+    ("policies", "max_wait_days"): [
+        (0, "greater than or equal to 1"),
+        (-5, "greater than or equal to 1"),
+        (3651, "less than or equal to 3650"),
+        (10**20, "less than or equal to 3650"),
+    ],
+    ("policies", "limit"): [
+        (-1, "greater than or equal to 0"),
+        (MAX_QUEUE_LIMIT + 1, f"less than or equal to {MAX_QUEUE_LIMIT}"),
+    ],
+    ("inbound", "quantity"): [
+        (-1, "greater than or equal to 0"),
+        (MAX_QUANTITY + 1, f"less than or equal to {MAX_QUANTITY}"),
+    ],
+    ("shipments", "lines.0.quantity"): [
+        (0, "greater than or equal to 1"),
+        (-3, "greater than or equal to 1"),
+        (MAX_QUANTITY + 1, f"less than or equal to {MAX_QUANTITY}"),
+    ],
+}
+
+
+def out_of_range_v2(mix: Mix, data: st.DataObject) -> list[Case]:
+    role, where = data.draw(st.sampled_from(sorted(OUT_OF_RANGE_V2)))
+    value, says = data.draw(st.sampled_from(OUT_OF_RANGE_V2[role, where]))
+    body = new_body(role, mix, data)
+    if where == "limit":  # read only with backorders limit
+        body["backorders"] = "limit"
+    _put(body, where, value)
+    key = str(body.get("order_id") or body.get("sku"))
+    reason = f"{where}: Input should be {says}"
+    return [Case(f"{role} {where} {value}", role, key, encode(body), reason=reason)]
+
+
+def bad_id_v2(mix: Mix, data: st.DataObject) -> list[Case]:
+    role, where = data.draw(
+        st.sampled_from(
+            [
+                ("shipments", "shipment_id"),
+                ("shipments", "lines.0.line_id"),
+                ("policies", "sku"),
+                ("inbound", "inbound_id"),
+                ("inbound", "sku"),
+            ]
+        )
+    )
+    problem = data.draw(st.sampled_from(["65 characters", "empty", "control character"]))
+    if problem == "65 characters":
+        value = data.draw(st.text(printable, min_size=65, max_size=65))
+        says = "String should have at most 64 characters"
+    elif problem == "empty":
+        value, says = "", "String should have at least 1 character"
+    else:
+        value, says = "id\tx", "String should match pattern"
+    body = new_body(role, mix, data)
+    _put(body, where, value)
+    key = mix.next_id("K")
+    return [Case(f"{role} {where} {problem}", role, key, encode(body), reason=f"{where}: {says}")]
+
+
+def limit_without_limit(mix: Mix, data: st.DataObject) -> list[Case]:
+    body = new_policy(mix, data)
+    body["backorders"] = "limit"
+    body.pop("limit", None)
+    if data.draw(st.booleans()):
+        body["limit"] = None
+    return [
+        Case(
+            "limit policy without a limit",
+            "policies",
+            body["sku"],
+            encode(body),
+            reason="`limit` is required when backorders is 'limit'",
+        )
+    ]
+
+
+def tick_without_zone(mix: Mix, data: st.DataObject) -> list[Case]:
+    body = new_tick(data)
+    body["occurred_at"] = data.draw(times).isoformat()
+    key = data.draw(st.none() | st.just(mix.next_id("K")))
+    reason = "occurred_at: Input should have timezone info"
+    return [Case("tick without a zone", "clock", key, encode(body), reason=reason)]
+
+
+def shipment_refused_by_intake(mix: Mix, data: st.DataObject) -> list[Case]:
+    """Well-formed, but refused: its order is unknown, or it names a line twice."""
+    body = new_shipment(mix, data)
+    if data.draw(st.booleans()):
+        return [
+            Case(
+                "shipment for an unknown order",
+                "shipments",
+                body["order_id"],
+                encode(body),
+                reason="unknown_order",
+            )
+        ]
+    body["lines"].append(dict(body["lines"][0]))
+    reason = "line_id values must be unique"
+    return [
+        Case(
+            "shipment naming a line twice",
+            "shipments",
+            body["order_id"],
+            encode(body),
+            reason=reason,
+        )
+    ]
+
+
+GOOD = [
+    *[good_order] * 4,
+    *[good_receipt] * 2,
+    *[good_cancellation] * 2,
+    good_policy,
+    *[good_inbound] * 2,
+    good_tick,
+]
 BAD = [
     arbitrary_bytes,
     not_utf8,
@@ -553,6 +830,12 @@ BAD = [
     duplicate_line_ids,
     conflicting_order,
     unknown_line_cancellation,
+    wrong_type_v2,
+    out_of_range_v2,
+    bad_id_v2,
+    limit_without_limit,
+    tick_without_zone,
+    shipment_refused_by_intake,
 ]
 
 
@@ -580,12 +863,12 @@ def fixed_cases(mix: Mix) -> list[Case]:
             "quantity": quantity,
         }
 
-    def good(kind: str, role: str, key: str, body: dict[str, Any]) -> Case:
+    def good(kind: str, role: str, key: str | None, body: dict[str, Any]) -> Case:
         case = Case(kind, role, key, encode(body, ascii_only=False), body=body)
         cases.append(case)
         return case
 
-    def bad(kind: str, role: str, key: str, value: bytes, reason: str) -> None:
+    def bad(kind: str, role: str, key: str | None, value: bytes, reason: str) -> None:
         cases.append(Case(kind, role, key, value, reason=reason))
 
     sku, long_sku = mix.skus[0], mix.skus[-1]
@@ -737,6 +1020,79 @@ def fixed_cases(mix: Mix) -> list[Case]:
         "occurred_at: Input should have timezone info",
     )
 
+    # Version 2's boundaries, each on both sides.
+    def policy_body(**fields: Any) -> dict[str, Any]:
+        return {
+            "type": "BackorderPolicySet",
+            "event_id": str(uuid.uuid4()),
+            "occurred_at": "2026-11-25T09:00:00Z",
+            "sku": mix.policy_skus[0],
+            "backorders": "allow",
+            **fields,
+        }
+
+    boundaries: list[dict[str, Any]] = [
+        {"max_wait_days": 1},
+        {"max_wait_days": 3650},
+        {"max_wait_days": None},
+        {"backorders": "limit", "limit": 0},
+        {"backorders": "limit", "limit": MAX_QUEUE_LIMIT, "max_wait_days": 30},
+        {"backorders": "deny", "limit": None},
+    ]
+    for fields in boundaries:
+        body = policy_body(**fields)
+        good(f"policy {fields}", "policies", body["sku"], body)
+    for fields, says in (
+        ({"max_wait_days": 0}, "max_wait_days: Input should be greater than or equal to 1"),
+        ({"max_wait_days": 3651}, "max_wait_days: Input should be less than or equal to 3650"),
+        ({"backorders": "limit", "limit": -1}, "limit: Input should be greater than or equal"),
+        ({"backorders": "limit", "limit": MAX_QUEUE_LIMIT + 1}, "limit: Input should be less"),
+        ({"backorders": "limit"}, "`limit` is required"),
+    ):
+        body = policy_body(**fields)
+        bad(f"policy {fields}", "policies", body["sku"], encode(body), says)
+
+    def inbound_body(inbound_id: str, quantity: int, **fields: Any) -> dict[str, Any]:
+        return {
+            "type": "InboundExpected",
+            "event_id": str(uuid.uuid4()),
+            "occurred_at": "2026-11-25T09:00:00Z",
+            "inbound_id": inbound_id,
+            "sku": sku,
+            "quantity": quantity,
+            "expected_at": "2026-12-01T00:00:00+01:00",
+            **fields,
+        }
+
+    # 0 withdraws (here, an inbound never announced: nothing to withdraw, still applied).
+    good("inbound of 0", "inbound", sku, inbound_body(mix.next_id("PO"), 0))
+    good("inbound of 1000000", "inbound", sku, inbound_body(mix.next_id("PO"), MAX_QUANTITY))
+    for quantity, says in ((-1, "greater than or equal to 0"), (MAX_QUANTITY + 1, "less than")):
+        body = inbound_body(mix.next_id("PO"), quantity)
+        bad(
+            f"inbound of {quantity}",
+            "inbound",
+            sku,
+            encode(body),
+            f"quantity: Input should be {says}",
+        )
+    naive_date = inbound_body(mix.next_id("PO"), 5, expected_at="2026-12-01T00:00:00")
+    bad(
+        "inbound date without a zone",
+        "inbound",
+        sku,
+        encode(naive_date),
+        "expected_at: Input should have timezone info",
+    )
+
+    tick_at = {"type": "ClockTicked", "occurred_at": "2026-11-25T09:30:00Z"}
+    good("tick", "clock", None, {**tick_at, "event_id": str(uuid.uuid4())})
+    good("tick with a key", "clock", "some-key", {**tick_at, "event_id": str(uuid.uuid4())})
+    no_time = {"type": "ClockTicked", "event_id": str(uuid.uuid4())}
+    bad("tick without occurred_at", "clock", None, encode(no_time), "occurred_at: Field required")
+    bad("keyed tick without occurred_at", "clock", "k", encode(no_time), "occurred_at: Field")
+    bad("empty value", "clock", None, b"", "value is not JSON")
+
     # The same message again (a producer's retry) is applied once, and is no dead letter.
     cases.append(Case("redelivery", "orders", first.key, first.value, body=first.body))
     cases.append(Case("redelivery", "receipts", stock.key, stock.value, body=stock.body))
@@ -815,46 +1171,222 @@ async def test_a_fuzzed_mix_dead_letters_every_bad_message_and_applies_every_goo
 
     settings = isolated_settings(kafka_bootstrap, database_url)
     topics = settings.topics
-    topic_of = {
-        "orders": topics.orders,
-        "cancellations": topics.cancellations,
-        "receipts": topics.receipts,
-        "sku_commands": topics.sku_commands,
-    }
+    topic_of = {role: getattr(topics, role) for role in (*ROLES, "sku_commands")}
     mix, examples = draw_mix(uuid.uuid4().hex[:6])
     cases = riffle(mix.cases, fixed_cases(mix), random.Random(SEED))
-    bad = [c for c in cases if not c.good]
     orders = [c for c in cases if c.good and c.role == "orders" and c.kind != "redelivery"]
     placed = [c for c in orders if c.cancelled is None]
-    kinds = Counter(c.kind.split(" ")[0] for c in bad)
-    context = f"seed {SEED}, {examples} examples, {len(cases)} messages ({len(bad)} bad): {kinds}"
-    assert examples >= EXAMPLES // 2, context
-    assert len(bad) >= 40, context
-    assert placed, context
+    assert placed, f"seed {SEED}: no order left uncancelled"
 
     async with running(settings) as service:
         await publish(settings, [(topic_of[c.role], c.key, c.value) for c in cases])
+        await drained(settings)
+        decided = await read_topic(
+            settings, topics.decisions, until=lambda r: _all_placed(r, placed), timeout=120
+        )
+        second = second_phase(mix, cases, in_decision_order(decided))
+        await publish(settings, [(topic_of[c.role], c.key, c.value) for c in second])
+        cases += second
+        roles = Counter(c.role for c in cases if c.good)
+        assert all(roles[role] for role in ROLES), f"good messages per topic: {roles}"
+        bad = [c for c in cases if not c.good]
+        kinds = Counter(c.kind.split(" ")[0] for c in bad)
+        context = (
+            f"seed {SEED}, {examples} examples, {len(cases)} messages ({len(bad)} bad): {kinds}"
+        )
+        assert examples >= EXAMPLES // 2, context
+        assert len(bad) >= 40, context
+        assert sum(len(c.ships) for c in second) >= 4, context + f"; shipped {second}"
+        assert any(c.over for c in second), context + "; nothing over-shipped"
         where = await _positions(settings, topic_of, cases)
         await drained(settings)
+        expected_letters = sum(case.letters for case in cases)
         letters = await read_topic(
             settings,
             topics.dead_letters,
-            until=lambda r: len(r) >= len(bad),
+            until=lambda r: len(r) >= expected_letters,
             timeout=120,
             to_end=True,
         )
         decided = await read_topic(
-            settings, topics.decisions, until=lambda r: _all_placed(r, placed), timeout=120
+            settings, topics.decisions, until=lambda r: _all_placed(r, placed), to_end=True
         )
         problems = _check_dead_letters(letters, where)
         problems += _check_decisions(decided, orders, placed)
+        problems += _check_shipments(in_decision_order(decided), cases)
         problems += await _check_cancellations(settings, orders)
         problems += await _check_receipts_and_liveness(settings, service, mix, cases)
+        problems += await asyncio.to_thread(_check_policies_inbounds_and_ticks, settings, cases)
         task = _service_task(service)
         assert task is not None, "the service stopped"
         assert not task.done(), task
 
     assert not problems, context + "\n" + "\n".join(problems[:40])
+
+
+def second_phase(mix: Mix, cases: list[Case], decisions: list[dict[str, Any]]) -> list[Case]:
+    """Shipments from what the first phase left allocated (the decisions tell, once it
+    drained), then receipts against the inbounds it left open."""
+    return [
+        *_shipments(mix, _shippable(cases, _holdings(decisions))),
+        *_receipts_against_inbounds(mix, cases),
+    ]
+
+
+def _shippable(
+    cases: list[Case], held: dict[tuple[str, str], tuple[int, int]]
+) -> list[tuple[str, dict[str, int]]]:
+    """Good orders left alone by cancellations, with their lines that hold allocated units
+    and have nothing backordered: no receipt of the second phase can move what those hold
+    before a shipment of them arrives."""
+    found = []
+    for case in cases:
+        body = case.body
+        if not (case.good and case.role == "orders" and case.kind.startswith("order")):
+            continue
+        if case.cancelled is not None or body is None:
+            continue
+        holding = {
+            line["line_id"]: held[body["order_id"], line["line_id"]] for line in body["lines"]
+        }
+        ready = {
+            i: allocated for i, (allocated, queued) in holding.items() if allocated and not queued
+        }
+        if ready:
+            found.append((body["order_id"], ready))
+    return found
+
+
+def _shipments(mix: Mix, shippable: list[tuple[str, dict[str, int]]]) -> list[Case]:
+    """All of a line; one unit; one more than a line holds (over_shipment, the shipment's
+    other line applied); the same shipment again (as bytes, and as content under a new
+    event id: no effect) and its id with other content (conflict); a line the order does
+    not have (unknown_line); a quantity of 0."""
+    out: list[Case] = []
+
+    def shipment(order_id: str, lines: dict[str, int], kind: str = "shipment") -> Case:
+        body = {
+            "type": "ShipmentDispatched",
+            "event_id": str(uuid.uuid4()),
+            "occurred_at": "2026-11-26T08:00:00Z",
+            "shipment_id": mix.next_id("SH"),
+            "order_id": order_id,
+            "lines": [{"line_id": i, "quantity": q} for i, q in lines.items()],
+        }
+        case = Case(kind, "shipments", order_id, encode(body), body=body)
+        out.append(case)
+        return case
+
+    for n, (order_id, ready) in enumerate(shippable[:12]):
+        first, *rest = sorted(ready)
+        allocated = ready[first]
+        others = [i for i in rest if ready[i] < MAX_QUANTITY]  # one more is still a quantity
+        if n % 4 == 0:
+            shipment(order_id, dict(ready), "shipment of all").ships = {
+                i: (q, 0) for i, q in ready.items()
+            }
+        elif n % 4 == 1 and others:
+            case = shipment(order_id, {first: 1, others[0]: ready[others[0]] + 1}, "over")
+            case.ships, case.over = {first: (1, allocated - 1)}, [others[0]]
+        elif n % 4 == 1:
+            shipment(order_id, {first: 1}).ships = {first: (1, allocated - 1)}
+            shipment(order_id, {first: allocated}, "over what is left").over = [first]
+        elif n % 4 == 2:
+            case = shipment(order_id, {first: 1})
+            case.ships = {first: (1, allocated - 1)}
+            assert case.body is not None
+            out.append(Case("redelivery", "shipments", order_id, case.value, body=case.body))
+            again = {**case.body, "event_id": str(uuid.uuid4())}
+            out.append(Case("same shipment, new event id", "shipments", order_id, encode(again)))
+            other = {**again, "event_id": str(uuid.uuid4())}
+            other["lines"] = [{"line_id": first, "quantity": 2}]
+            out.append(
+                Case(
+                    "conflicting shipment", "shipments", order_id, encode(other), reason="conflict"
+                )
+            )
+        else:
+            refused = shipment(order_id, {first: 1, "no-such-line": 1}, "unknown line")
+            refused.reason = "unknown_line"
+            shipment(order_id, {first: 1}).ships = {first: (1, allocated - 1)}
+    if shippable:
+        order_id, ready = shippable[0]
+        refused = shipment(order_id, {sorted(ready)[0]: 0}, "shipment of 0")
+        refused.reason = "lines.0.quantity: Input should be greater than or equal to 1"
+    return out
+
+
+def _receipts_against_inbounds(mix: Mix, cases: list[Case]) -> list[Case]:
+    """Receipts that take part of what three open inbounds expect, and one that names an
+    inbound its SKU never had (plain stock)."""
+    out = []
+    for (sku, inbound_id), (quantity, _) in sorted(_expected_inbounds(cases).items())[:3]:
+        body = {
+            "type": "StockReceived",
+            "event_id": str(uuid.uuid4()),
+            "occurred_at": "2026-11-26T09:00:00Z",
+            "receipt_id": mix.next_id("R"),
+            "sku": sku,
+            "quantity": max(1, min(quantity - 1, 7)),
+            "inbound_id": inbound_id,
+        }
+        out.append(Case("receipt against an inbound", "receipts", sku, encode(body), body=body))
+    body = {
+        "type": "StockReceived",
+        "event_id": str(uuid.uuid4()),
+        "occurred_at": "2026-11-26T09:00:00Z",
+        "receipt_id": mix.next_id("R"),
+        "sku": mix.skus[1],
+        "quantity": 2,
+        "inbound_id": "PO-that-never-was",
+    }
+    out.append(Case("receipt against no inbound", "receipts", mix.skus[1], encode(body), body=body))
+    return out
+
+
+def _holdings(decisions: list[dict[str, Any]]) -> dict[tuple[str, str], tuple[int, int]]:
+    """(allocated, backordered) of each line, as the decisions add up."""
+    moves = {
+        "LineAllocated": (1, 0),
+        "LineBackordered": (0, 1),
+        "BackorderFilled": (1, -1),
+        "AllocationReleased": (-1, 0),
+        "BackorderCancelled": (0, -1),
+        "LineShipped": (-1, 0),
+    }
+    held: dict[tuple[str, str], tuple[int, int]] = defaultdict(lambda: (0, 0))
+    for decision in decisions:
+        allocated, backordered = moves.get(decision["type"], (0, 0))
+        key = (decision["order_id"], decision["line_id"])
+        before = held[key]
+        quantity = decision["quantity"]
+        held[key] = (before[0] + allocated * quantity, before[1] + backordered * quantity)
+    return held
+
+
+def _expected_inbounds(cases: list[Case]) -> dict[tuple[str, str], tuple[int, datetime]]:
+    """The open inbounds the good messages leave, in their order (a SKU's are on one
+    partition): the last quantity and date of each, less what receipts against it took."""
+    expected: dict[tuple[str, str], tuple[int, datetime]] = {}
+    for case in cases:
+        body = case.body
+        if not case.good or body is None or case.kind == "redelivery":
+            continue
+        if case.role == "inbound":
+            key = (body["sku"], body["inbound_id"])
+            if body["quantity"]:
+                expected[key] = (body["quantity"], datetime.fromisoformat(body["expected_at"]))
+            else:
+                expected.pop(key, None)
+        elif case.role == "receipts" and body.get("inbound_id"):
+            key = (body["sku"], body["inbound_id"])
+            if key in expected:
+                left = expected[key][0] - body["quantity"]
+                if left > 0:
+                    expected[key] = (left, expected[key][1])
+                else:
+                    del expected[key]
+    return expected
 
 
 async def _positions(
@@ -864,9 +1396,11 @@ async def _positions(
     where: dict[tuple[str, int, int], Case] = {}
     for role, topic in topic_of.items():
         sent = [c for c in cases if c.role == role]
-        waiting: dict[tuple[bytes, bytes], list[Case]] = defaultdict(list)
+        if not sent:
+            continue
+        waiting: dict[tuple[bytes | None, bytes], list[Case]] = defaultdict(list)
         for case in sent:
-            waiting[case.key.encode(), case.value].append(case)
+            waiting[_key_bytes(case.key), case.value].append(case)
         count = len(sent)
 
         def enough(records: list[ConsumerRecord], n: int = count) -> bool:
@@ -877,6 +1411,10 @@ async def _positions(
     return where
 
 
+def _key_bytes(key: str | None) -> bytes | None:
+    return None if key is None else key.encode()
+
+
 def _sent_by_us(records: list[ConsumerRecord]) -> list[ConsumerRecord]:
     """Leaves out what intake's relay wrote to sku-commands (it marks its messages)."""
     return [r for r in records if SOURCE_POSITION_HEADER not in dict(r.headers or ())]
@@ -885,7 +1423,8 @@ def _sent_by_us(records: list[ConsumerRecord]) -> list[ConsumerRecord]:
 def _check_dead_letters(
     letters: list[ConsumerRecord], where: dict[tuple[str, int, int], Case]
 ) -> list[str]:
-    """Every bad message has exactly one dead letter, which says why; no good one has any."""
+    """Every bad message has exactly one dead letter, which says why; every line of a good
+    shipment that over-ships has one (its payload that line alone); nothing else has any."""
     problems = []
     lettered: Counter[tuple[str, int, int]] = Counter()
     for record in letters:
@@ -897,6 +1436,11 @@ def _check_dead_letters(
             problems.append(f"dead letter for an unknown position {position}")
             continue
         case = found
+        if record.key != _key_bytes(case.key):
+            problems.append(f"dead letter key {record.key!r}: {case.show()}")
+        if case.good and case.over:
+            problems += _check_over_shipment(letter, case)
+            continue
         if case.good:
             problems.append(f"good message dead-lettered ({letter['error']}): {case.show()}")
             continue
@@ -911,11 +1455,92 @@ def _check_dead_letters(
         )
         if raw != case.value:
             problems.append(f"dead letter payload differs from what was sent: {case.show()}")
-        if record.key != case.key.encode():
-            problems.append(f"dead letter key {record.key!r}: {case.show()}")
     for position, case in where.items():
-        if not case.good and lettered[position] != 1:
-            problems.append(f"{lettered[position]} dead letters for {case.show()}")
+        if lettered[position] != case.letters:
+            problems.append(f"{lettered[position]} dead letters, not {case.letters}: {case.show()}")
+    return problems
+
+
+def _check_over_shipment(letter: dict[str, Any], case: Case) -> list[str]:
+    """The letter of one refused line: reason over_shipment, its payload that line as a
+    shipment of its own (the shipment's other lines were applied)."""
+    assert case.body is not None
+    refused = json.loads(letter["payload"])
+    lines = refused.get("lines", [])
+    asked = {line["line_id"]: line["quantity"] for line in case.body["lines"]}
+    if not letter["error"].startswith("over_shipment:"):
+        return [f"letter says {letter['error']!r}, not over_shipment: {case.show()}"]
+    if (
+        refused.get("shipment_id") != case.body["shipment_id"]
+        or len(lines) != 1
+        or lines[0]["line_id"] not in case.over
+        or lines[0]["quantity"] != asked[lines[0]["line_id"]]
+    ):
+        return [f"over_shipment letter names {refused}: {case.show()}"]
+    return []
+
+
+def _check_shipments(decisions: list[dict[str, Any]], cases: list[Case]) -> list[str]:
+    """Every line a good shipment ships has one LineShipped of its quantity, with what
+    stays allocated; a line that over-ships, a duplicate or a refused shipment has none."""
+    problems = []
+    shipped: dict[tuple[str, str], list[tuple[int, int]]] = defaultdict(list)
+    for decision in decisions:
+        if decision["type"] == "LineShipped":
+            key = (decision["shipment_id"], decision["line_id"])
+            shipped[key].append((decision["quantity"], decision["remaining_allocated"]))
+    expected: dict[tuple[str, str], list[tuple[int, int]]] = {}
+    for case in cases:
+        if case.body is not None and case.role == "shipments" and case.kind != "redelivery":
+            for line_id, outcome in case.ships.items():
+                expected[case.body["shipment_id"], line_id] = [outcome]
+    for key in sorted(expected.keys() | shipped.keys()):
+        if shipped.get(key, []) != expected.get(key, []):
+            problems.append(
+                f"shipment {key[0]} line {key[1]!r}: LineShipped (quantity, remaining) "
+                f"{shipped.get(key, [])}, expected {expected.get(key, [])}"
+            )
+    return problems
+
+
+def _check_policies_inbounds_and_ticks(settings: Settings, cases: list[Case]) -> list[str]:
+    """The SKUs hold the last good policy each was given and the inbounds the good messages
+    leave open; intake recorded every good tick (keyed or not)."""
+    problems = []
+    policies: dict[str, dict[str, Any]] = {}
+    ticks: set[str] = set()
+    for case in cases:
+        body = case.body
+        if not case.good or body is None:
+            continue
+        if case.role == "policies":
+            backorders = body["backorders"]
+            policies[body["sku"]] = {
+                "backorders": backorders,
+                "limit": body.get("limit") if backorders == "limit" else None,
+                "max_wait_days": body.get("max_wait_days"),
+            }
+        elif case.role == "clock":
+            ticks.add(body["event_id"])
+    allocation = build_allocation(settings)
+    for sku, policy in policies.items():
+        found = allocation.find_sku(sku)
+        if found is None or dict(found.policy or {}) != policy:
+            problems.append(f"{sku} has policy {found and found.policy}, not {policy}")
+    inbounds: dict[str, dict[str, tuple[int, datetime]]] = defaultdict(dict)
+    for (sku, inbound_id), expected in _expected_inbounds(cases).items():
+        inbounds[sku][inbound_id] = expected
+    touched = {c.body["sku"] for c in cases if c.good and c.role == "inbound" and c.body}
+    for sku in sorted(touched):
+        found = allocation.find_sku(sku)
+        held = {} if found is None else found.inbounds
+        now = {i: (inbound["quantity"], inbound["expected_at"]) for i, inbound in held.items()}
+        if now != inbounds.get(sku, {}):
+            problems.append(f"{sku} expects {now}, not {inbounds.get(sku, {})}")
+    intake = build_intake(settings)
+    for event_id in sorted(ticks):
+        if tick_aggregate_id(event_id) not in intake.repository:
+            problems.append(f"tick {event_id} was not recorded")
     return problems
 
 
