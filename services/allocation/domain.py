@@ -379,6 +379,7 @@ class Sku(Aggregate):
     _earliest_queued: datetime | None = None
     # Between begin_input and end_input: the dates are restated once, for the whole input.
     _input_open = False
+    _moved_from: int | None = None  # units ahead of the first place the queue moved at
 
     def __init__(self, sku: str) -> None:
         self.sku = sku
@@ -556,6 +557,7 @@ class Sku(Aggregate):
             key = line_key(order_id, line_id)
             entry = QueueEntry(-priority, cause.occurred_at, cause.position, line_index, key)
             ahead, units_ahead = self._queue.place_of(entry)
+            self._moved_at(units_ahead)
             self._decide(
                 self.LineBackordered,
                 cause,
@@ -583,6 +585,7 @@ class Sku(Aggregate):
         if self.has_applied(cause.position):
             return
         self._begin()
+        self._moved_at(0)
         self._record(
             self.StockReceived,
             cause,
@@ -604,6 +607,7 @@ class Sku(Aggregate):
         if line is None:
             return  # unknown here, or settled: nothing outstanding
         self._begin()
+        self._moved_at(0)
         outstanding = line["allocated"] + line["backordered"]
         to_cancel = outstanding if quantity is None else min(quantity, outstanding)
         from_queue = min(to_cancel, line["backordered"])
@@ -692,6 +696,7 @@ class Sku(Aggregate):
         if self.has_applied(cause.position):
             return
         self._begin()
+        self._moved_at(0)
         self._record(
             self.InboundExpected,
             cause,
@@ -710,6 +715,7 @@ class Sku(Aggregate):
         if days is None:
             return
         self._begin()
+        self._moved_at(0)
         oldest = cause.occurred_at - timedelta(days=days)
         for entry in [entry for entry in self._queue if entry.placed_at <= oldest]:
             line = self._lines[entry.key]
@@ -736,6 +742,14 @@ class Sku(Aggregate):
         self._moved_units = 0
         self._dates_moved = False
         self._reach = self.inbound
+        self._moved_from = None
+
+    def _moved_at(self, units_ahead: int) -> None:
+        """The queue (or the inbounds) moved from this many units after its head: the lines
+        ending at or before it keep their place and, with the inbounds unchanged, their
+        dates. 0 for anything that moves the head or the inbounds."""
+        if self._moved_from is None or units_ahead < self._moved_from:
+            self._moved_from = units_ahead
 
     def _fill_queue(self, cause: Cause) -> None:
         """Strictly in order: nobody behind the head is served while the head waits."""
@@ -795,10 +809,12 @@ class Sku(Aggregate):
         if self._dates_moved:
             windows = [(0, max(self._reach, self.inbound) + self._moved_units)]
         elif self._moved_units and (schedule or self._reach):
-            width = self._moved_units
+            width, floor = self._moved_units, self._moved_from or 0
             windows = []
             for boundary in [0, *(covered for covered, _ in schedule)]:
-                low, high = max(0, boundary - width), boundary + width
+                low, high = max(floor, boundary - width), boundary + width
+                if low >= high:
+                    continue
                 if windows and low <= windows[-1][1]:
                     windows[-1] = (windows[-1][0], max(windows[-1][1], high))
                 else:
