@@ -586,6 +586,12 @@ class Sku(Aggregate):
             return
         self._begin()
         self._moved_at(0)
+        expected = self._inbounds.get(inbound_id) if inbound_id else None
+        earliest = bool(expected) and inbound_id == min(
+            self._inbounds, key=lambda i: (self._inbounds[i]["expected_at"], i)
+        )
+        taken = min(quantity, expected["quantity"]) if expected else 0
+        before = self._moved_units
         self._record(
             self.StockReceived,
             cause,
@@ -594,6 +600,11 @@ class Sku(Aggregate):
             inbound_id=inbound_id,
         )
         self._fill_queue(cause)
+        if earliest and self._moved_units - before == 2 * taken:
+            # The stock the earliest inbound was expected to bring came, and filled as much
+            # from the head: every queued line and every inbound boundary moved forward by
+            # the same units, so no date changed (the usual receipt, with nothing to look at).
+            self._moved_units = before
         self._restate_etas(cause)
 
     def cancel_line(
