@@ -816,10 +816,12 @@ class Sku(Aggregate):
         those lines costs no walk from the head."""
         if self._input_open:
             return  # end_input restates once for all the input's commands
+        if not self._dates_moved and not (self._moved_units and (self._inbounds or self._reach)):
+            return  # nothing moved, or no date to move: nothing to look at
         schedule = self._schedule()
         if self._dates_moved:
             windows = [(0, max(self._reach, self.inbound) + self._moved_units)]
-        elif self._moved_units and (schedule or self._reach):
+        else:
             width, floor = self._moved_units, self._moved_from or 0
             windows = []
             for boundary in [0, *(covered for covered, _ in schedule)]:
@@ -830,8 +832,6 @@ class Sku(Aggregate):
                     windows[-1] = (windows[-1][0], max(windows[-1][1], high))
                 else:
                     windows.append((low, high))
-        else:
-            return
         for low, high in windows:
             for entry, units in list(self._queue.covering(low, high)):
                 line = self._lines[entry.key]
