@@ -7,13 +7,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID, uuid5
 
 from events.inputs import CancelledLine, OrderCancelled, OrderLine, OrderPlaced, StockReceived
 from services.allocation.domain import BackorderMode, Cause, ShipmentSource, Sku
 
 T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
+S = TypeVar("S")
 CAUSE_NAMESPACE = UUID("6f1d3a52-9a0e-4d47-9c1e-0f3a2b1c4d5e")
 
 Decision = tuple[Any, ...]
@@ -94,6 +95,21 @@ def eta_changes(events: Sequence[object]) -> list[Decision]:
         for event in events
         if isinstance(event, Sku.BackorderEtaChanged)
     ]
+
+
+def placed_once(steps: Sequence[S], placement: type) -> list[S]:
+    """Intake records an order once: a second placement (a step of type `placement` naming
+    an order already placed) never reaches the SKU, so histories drop it."""
+    seen: set[str] = set()
+    kept: list[S] = []
+    for step in steps:
+        if isinstance(step, placement):
+            order_id: str = getattr(step, "order_id")  # noqa: B009 - S is any step type
+            if order_id in seen:
+                continue
+            seen.add(order_id)
+        kept.append(step)
+    return kept
 
 
 def event_fields(events: Sequence[object]) -> list[tuple[str, dict[str, Any]]]:

@@ -38,7 +38,7 @@ from services.allocation import queue as backorder_queue
 from services.allocation.application import Allocation, apply_command
 from services.allocation.domain import BackorderMode, Cause, ShipmentSource, Sku, line_key
 from services.allocation.queue import BackorderQueue, QueueEntry
-from tests.unit.stories import Decision, cause_id, day, event_fields, told
+from tests.unit.stories import Decision, cause_id, day, event_fields, placed_once, told
 
 SKU = "SKU-LIFE"
 MODEST = settings(max_examples=150, deadline=None)
@@ -151,20 +151,7 @@ kinds: list[st.SearchStrategy[Step]] = [
 steps = st.sampled_from(kinds).flatmap(lambda kind: kind)
 
 
-def placed_once(history: list[Step]) -> list[Step]:
-    """Intake records an order once: a second placement never reaches the SKU."""
-    seen: set[str] = set()
-    kept: list[Step] = []
-    for step in history:
-        if isinstance(step, Place):
-            if step.order_id in seen:
-                continue
-            seen.add(step.order_id)
-        kept.append(step)
-    return kept
-
-
-histories = st.lists(steps, min_size=10, max_size=60).map(placed_once)
+histories = st.lists(steps, min_size=10, max_size=60).map(lambda steps: placed_once(steps, Place))
 
 
 # --- the reference model --------------------------------------------------------------------

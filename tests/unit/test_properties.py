@@ -22,7 +22,7 @@ from events.commands import CancelLine, PlaceLine, ReceiveStock, SkuCommand, Sku
 from services.allocation.application import Allocation
 from services.allocation.domain import Cause, Sku
 from services.allocation.translate import decision_message
-from tests.unit.stories import Decision, at, cause_id, decided, event_fields
+from tests.unit.stories import Decision, at, cause_id, decided, event_fields, placed_once
 
 SKU = "SKU-PROP"
 MODEST = settings(max_examples=150, deadline=None)
@@ -65,22 +65,9 @@ receives = st.builds(Receive, quantity=st.integers(1, 8))
 cancels = st.builds(Cancel, order_id=order_ids, quantity=st.none() | st.integers(1, 15))
 
 
-def placed_once(steps: list[Step]) -> list[Step]:
-    """Intake records an order once: a second placement never reaches the SKU."""
-    seen: set[str] = set()
-    kept: list[Step] = []
-    for step in steps:
-        if isinstance(step, Place):
-            if step.order_id in seen:
-                continue
-            seen.add(step.order_id)
-        kept.append(step)
-    return kept
-
-
 histories = st.lists(
     st.one_of(places, places, places, receives, cancels), min_size=8, max_size=40
-).map(placed_once)
+).map(lambda steps: placed_once(steps, Place))
 
 
 def position_of(index: int) -> int:
