@@ -162,7 +162,7 @@ def make_producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
         **settings.kafka_client_options(),
         "acks": "all",
         "enable_idempotence": True,
-        "linger_ms": 5,
+        "linger_ms": 1,  # on the path of every order: batches form while a send is in flight
         "max_batch_size": 256 * 1024,
         "max_request_size": DEAD_LETTER_MAX_BYTES + 64 * 1024,
         "request_timeout_ms": 30000,
@@ -171,8 +171,11 @@ def make_producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
     return AIOKafkaProducer(**options)
 
 
+Batches = dict[TopicPartition, Sequence[ConsumerRecord]]
+
+
 class BatchHandler(Protocol):
-    """What a stage does with one partition's batch; its methods run in a worker thread."""
+    """What a stage does with one fetch's batches; its methods run in a worker thread."""
 
     stage: str
 
@@ -180,8 +183,8 @@ class BatchHandler(Protocol):
         """Reads the stage's position for a partition; returns the Kafka offset to resume
         from, or None to resume from Kafka's committed offset."""
 
-    def handle(self, partition: TopicPartition, records: Sequence[ConsumerRecord]) -> None:
-        """Applies the batch and records its position in one transaction."""
+    def handle(self, batches: Batches) -> None:
+        """Applies every partition's batch and records their positions in one transaction."""
 
     def revoked(self, partitions: Sequence[TopicPartition]) -> None:
         """Forgets what it cached about partitions it no longer owns."""
@@ -213,7 +216,11 @@ class BatchRolledBackError(Exception):
 
 
 class BatchConsumer:
-    """Takes per-partition batches, hands each to the stage, then commits the offset hint."""
+    """Takes whatever a fetch brought (every partition's batch), hands it to the stage as one
+    unit, then commits the offset hints.
+
+    No fixed wait: `getmany` returns as soon as records are there, and the next fetch forms
+    while the stage commits the last one, so batches grow with the load by themselves."""
 
     def __init__(
         self,
@@ -223,6 +230,7 @@ class BatchConsumer:
         handler: BatchHandler,
         *,
         consumer_options: dict[str, Any] | None = None,
+        on_commit: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
         self.topics = list(topics)
@@ -231,12 +239,15 @@ class BatchConsumer:
         self.stopping = asyncio.Event()
         self.group_id = group_id
         self.consumer_options = consumer_options or {}
+        self.on_commit = on_commit  # wakes the relay that publishes what was just committed
         self.consumer: Any = None  # created in run(): nothing connects before it
         # Partitions whose batch rolled back, and the offset it started at (see _rewind).
         self.rewinds: dict[TopicPartition, int] = {}
 
     def _consumer(self) -> AIOKafkaConsumer:
+        instance = self.settings.kafka_group_instance_id
         return AIOKafkaConsumer(
+            group_instance_id=None if instance is None else f"{instance}-{self.handler.stage}",
             **self.settings.kafka_client_options(),
             group_id=self.group_id,
             enable_auto_commit=False,
@@ -269,18 +280,16 @@ class BatchConsumer:
             await self.consumer.stop()
 
     async def _poll(self) -> None:
-        """One fetch: each partition's batch to the stage; BatchRolledBackError if any failed."""
+        """One fetch, to the stage in one piece; BatchRolledBackError if it failed."""
         await self._rewind()
-        batches = await self.consumer.getmany(
+        fetched = await self.consumer.getmany(
             timeout_ms=self.settings.batch_timeout_ms * 5,
             max_records=self.settings.batch_max_records,
         )
-        for partition, records in batches.items():
-            if self.stopping.is_set():
-                break
-            if records:
-                await self._handle(partition, records)
-        if self.rewinds:  # after the other partitions' batches: they were fetched already
+        batches = {partition: records for partition, records in fetched.items() if records}
+        if batches and not self.stopping.is_set():
+            await self._handle(batches)
+        if self.rewinds:
             raise BatchRolledBackError(sorted(self.rewinds))
 
     async def _rewind(self) -> None:
@@ -302,28 +311,36 @@ class BatchConsumer:
                         raise BatchRolledBackError([partition]) from error
                 del self.rewinds[partition]
 
-    async def _handle(self, partition: TopicPartition, records: list[ConsumerRecord]) -> None:
+    async def _handle(self, batches: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         async with self.batch_lock:
-            if partition not in self.consumer.assignment():
-                return  # lost in a rebalance while the batch waited; the new owner has it
-            CONSUMED.labels(self.handler.stage, partition.topic).inc(len(records))
+            assignment = self.consumer.assignment()
+            # A partition lost in a rebalance while the fetch waited: its new owner has it.
+            batches = {p: records for p, records in batches.items() if p in assignment}
+            if not batches:
+                return
+            for partition, records in batches.items():
+                CONSUMED.labels(self.handler.stage, partition.topic).inc(len(records))
             try:
                 with BATCH_SECONDS.labels(self.handler.stage).time():
-                    await asyncio.to_thread(self.handler.handle, partition, records)
+                    await asyncio.to_thread(self.handler.handle, dict(batches))
             except Exception as error:
                 BATCH_FAILURES.labels(self.handler.stage).inc()
                 log.warning(
                     "batch rolled back; retrying from the stored position",
                     stage=self.handler.stage,
-                    partition=f"{partition.topic}-{partition.partition}",
-                    first_offset=records[0].offset,
+                    partitions=_names(set(batches)),
                     error=repr(error),
                 )
-                self.rewinds[partition] = records[0].offset  # _rewind, after the wait
+                for partition, records in batches.items():
+                    self.rewinds[partition] = records[0].offset  # _rewind, after the wait
                 return
+        if self.on_commit is not None:
+            self.on_commit()
         with contextlib.suppress(CommitFailedError, KafkaError):
             # Only a hint of where to start reading; the store holds the truth.
-            await self.consumer.commit({partition: records[-1].offset + 1})
+            await self.consumer.commit(
+                {partition: records[-1].offset + 1 for partition, records in batches.items()}
+            )
 
     def stop(self) -> None:
         self.stopping.set()

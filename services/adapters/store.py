@@ -6,6 +6,8 @@ import contextlib
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from services.adapters.recorders import POSTGRES_RECORDER_TOPIC, SQLITE_RECORDER_TOPIC
+
 
 class DatabaseUrlError(ValueError):
     pass
@@ -51,6 +53,7 @@ def application_env(database_url: str, application: str, **extra: str) -> dict[s
             POSTGRES_MAX_OVERFLOW="4",
             POSTGRES_CONNECT_TIMEOUT="10",
             POSTGRES_PRE_PING="y",
+            PROCESS_RECORDER_TOPIC=POSTGRES_RECORDER_TOPIC,
         )
         schema = parse_qs(parts.query).get("schema")
         if schema:
@@ -62,6 +65,7 @@ def application_env(database_url: str, application: str, **extra: str) -> dict[s
             PERSISTENCE_MODULE="eventsourcing.sqlite",
             SQLITE_DBNAME=str(path),
             SQLITE_LOCK_TIMEOUT="30",
+            PROCESS_RECORDER_TOPIC=SQLITE_RECORDER_TOPIC,
         )
     else:
         raise DatabaseUrlError(

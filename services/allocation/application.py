@@ -118,51 +118,72 @@ class Allocation(Application[UUID]):
         The partition (its tracking name) is the scope of the deadlines its ticks visit;
         without tracking (a replay of the whole log into a scratch store) one scope holds
         every SKU."""
+        return self.apply_batches([(tracking, messages)], refused=refused, failed_at=failed_at)
+
+    def apply_batches(
+        self,
+        batches: Sequence[tuple[Tracking | None, Sequence[SkuCommandsMessage]]],
+        *,
+        refused: Sequence[Refusal] = (),
+        failed_at: datetime | None = None,
+    ) -> AllocationOutcome:
+        """Applies one fetch's batches (one per partition, each with its position) in ONE
+        commit: the positions go in with the events (see services.adapters.recorders)."""
+        trackings = [tracking for tracking, _ in batches if tracking is not None]
+        if len(trackings) > 1 and not getattr(self.recorder, "records_many_trackings", False):
+            raise ValueError(
+                "this store records one position a commit: apply partition by partition"
+            )
         try:
-            return self._apply_commands(messages, tracking, refused, failed_at)
+            return self._apply_batches(batches, trackings, refused, failed_at)
         except Exception:
             # Cached aggregates were mutated in place: forget them, the retry reads the store.
             self.forget_cached()
             raise
 
-    def _apply_commands(
+    def _apply_batches(
         self,
-        messages: Sequence[SkuCommandsMessage],
-        tracking: Tracking | None,
+        batches: Sequence[tuple[Tracking | None, Sequence[SkuCommandsMessage]]],
+        trackings: Sequence[Tracking],
         refused: Sequence[Refusal],
         failed_at: datetime | None,
     ) -> AllocationOutcome:
         skus: dict[str, Sku] = {}
         outcome = AllocationOutcome()
-        deadlines = self.deadlines(tracking.application_name if tracking else "all")
+        processing = ProcessingEvent[UUID](tracking=trackings[0] if trackings else None)
+        if len(trackings) > 1:
+            processing.saved_kwargs["more_tracking"] = list(trackings[1:])
 
         def sku_named(name: str) -> Sku:
             found = skus.get(name) or self.sku(name)
             skus[name] = found
             return found
 
-        for message in messages:
-            if isinstance(message, Tick):
-                self._tick(message, deadlines, sku_named)
+        touched_deadlines: list[Deadlines] = []
+        for tracking, messages in batches:
+            deadlines = self.deadlines(tracking.application_name if tracking else "all")
+            for message in messages:
+                if isinstance(message, Tick):
+                    self._tick(message, deadlines, sku_named)
+                    outcome.applied += 1
+                    continue
+                sku = sku_named(message.sku)
+                first = IntakePosition.of_message(message.position)
+                if sku.has_applied(first.command_position):
+                    outcome.skipped += 1
+                    continue
+                sku.begin_input()  # one input: its dates are restated once, after its decisions
+                for index, command in enumerate(message.commands):
+                    position = IntakePosition.of_message(message.position, index).command_position
+                    cause = Cause(command.causation_id, command.occurred_at, position, step=index)
+                    apply_command(sku, cause, command)
+                    deadlines.note(sku.sku, sku.deadline_news())
+                sku.end_input(cause)
                 outcome.applied += 1
-                continue
-            sku = sku_named(message.sku)
-            first = IntakePosition.of_message(message.position)
-            if sku.has_applied(first.command_position):
-                outcome.skipped += 1
-                continue
-            sku.begin_input()  # one input: its dates are restated once, after its decisions
-            for index, command in enumerate(message.commands):
-                position = IntakePosition.of_message(message.position, index).command_position
-                cause = Cause(command.causation_id, command.occurred_at, position, step=index)
-                apply_command(sku, cause, command)
-                deadlines.note(sku.sku, sku.deadline_news())
-            sku.end_input(cause)
-            outcome.applied += 1
-        processing = ProcessingEvent[UUID](tracking=tracking)
+            if any(isinstance(event, Deadlines.Noted) for event in deadlines.pending_events):
+                touched_deadlines.append(deadlines)  # a new index is saved once it holds something
         processing.collect_events(*skus.values())
-        if any(isinstance(event, Deadlines.Noted) for event in deadlines.pending_events):
-            processing.collect_events(deadlines)  # a new index is saved once it holds something
+        processing.collect_events(*touched_deadlines)
         outcome.events = len(processing.events)
         for refusal in refused:
             source = refusal.source

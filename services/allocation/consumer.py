@@ -15,6 +15,7 @@ from events.commands import SkuCommandsMessage
 from services.adapters.faults import crash_point
 from services.adapters.kafka import (
     SOURCE_POSITION_HEADER,
+    Batches,
     source_of,
     source_position,
     tracking_name,
@@ -65,34 +66,60 @@ class AllocationHandler:
             self.positions.pop(partition, None)
         self.allocation.forget_cached()
 
-    def handle(self, partition: TopicPartition, records: Sequence[ConsumerRecord]) -> None:
-        known = self.positions.get(partition)
-        if known is None:
-            self.assigned(partition)
-            known = self.positions[partition]
-        decoded = [decode(record) for record in records]
-        fresh = [d.commands for d in decoded if d.commands and d.commands.position > known]
-        refused = [d.refusal for d in decoded if d.refusal is not None]
-        if not fresh and not refused:
+    def handle(self, batches: Batches) -> None:
+        groups: list[tuple[TopicPartition, list[SkuCommandsMessage]]] = []
+        refused: list[Refusal] = []
+        for partition, records in batches.items():
+            known = self.positions.get(partition)
+            if known is None:
+                self.assigned(partition)
+                known = self.positions[partition]
+            decoded = [decode(record) for record in records]
+            fresh = [d.commands for d in decoded if d.commands and d.commands.position > known]
+            refused += [d.refusal for d in decoded if d.refusal is not None]
+            if fresh:
+                groups.append((partition, fresh))
+        if not groups and not refused:
             return
-        last = max((message.position for message in fresh), default=known)
+        if len(groups) > 1 and not getattr(
+            self.allocation.recorder, "records_many_trackings", False
+        ):  # a store that takes one position a commit
+            for index, group in enumerate(groups):
+                self._apply([group], refused if index == 0 else [])
+            return
+        self._apply(groups, refused)
+
+    def _apply(
+        self,
+        groups: list[tuple[TopicPartition, list[SkuCommandsMessage]]],
+        refused: list[Refusal],
+    ) -> None:
+        """One commit for every partition's fresh commands, each with its position."""
+        batches = [
+            (
+                Tracking(
+                    tracking_name(partition.topic, partition.partition),
+                    max(message.position for message in messages),
+                ),
+                messages,
+            )
+            for partition, messages in groups
+        ]
         try:
-            outcome = self.allocation.apply_commands(
-                fresh,
-                Tracking(tracking_name(partition.topic, partition.partition), last)
-                if fresh
-                else None,
-                refused=refused,
-                failed_at=datetime.now(UTC),
+            outcome = self.allocation.apply_batches(
+                batches, refused=refused, failed_at=datetime.now(UTC)
             )
         except Exception:
-            self.positions.pop(partition, None)
+            for partition, _ in groups:
+                self.positions.pop(partition, None)
             raise
-        self.positions[partition] = last
+        for (partition, _), (tracking, _) in zip(groups, batches, strict=True):
+            assert tracking is not None
+            self.positions[partition] = tracking.notification_id
         crash_point("allocation.after_commit")
         DEAD_LETTERED.labels(self.stage).inc(len(outcome.dead_lettered))
         for error in outcome.dead_lettered:
-            log.warning("sku-commands message dead-lettered", topic=partition.topic, error=error)
+            log.warning("sku-commands message dead-lettered", error=error)
 
 
 def decode(record: ConsumerRecord) -> Decoded:

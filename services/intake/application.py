@@ -81,14 +81,18 @@ class Intake(Application[UUID]):
     def record_inputs(
         self,
         inputs: Sequence[Input],
-        tracking: Tracking,
+        tracking: Tracking | Sequence[Tracking],
         *,
         failed_at: datetime,
         backorders_allowed: bool = True,
     ) -> IntakeOutcome:
-        """Applies a batch from one partition and records it with its position: one commit."""
+        """Applies one fetch (from one partition or several) and records it with each
+        partition's position: one commit (see services.adapters.recorders)."""
+        trackings = [tracking] if isinstance(tracking, Tracking) else list(tracking)
+        if len(trackings) > 1 and not getattr(self.recorder, "records_many_trackings", False):
+            raise ValueError("this store records one position a commit: one partition per call")
         try:
-            return self._record_inputs(inputs, tracking, failed_at, backorders_allowed)
+            return self._record_inputs(inputs, trackings, failed_at, backorders_allowed)
         except Exception:
             # Cached aggregates were mutated in place: forget them, the retry reads the store.
             self.forget_cached()
@@ -97,7 +101,7 @@ class Intake(Application[UUID]):
     def _record_inputs(
         self,
         inputs: Sequence[Input],
-        tracking: Tracking,
+        trackings: Sequence[Tracking],
         failed_at: datetime,
         backorders_allowed: bool,
     ) -> IntakeOutcome:
@@ -118,7 +122,9 @@ class Intake(Application[UUID]):
                 outcome.recorded += 1
             else:
                 outcome.duplicates += 1
-        processing = ProcessingEvent[UUID](tracking=tracking)
+        processing = ProcessingEvent[UUID](tracking=trackings[0])
+        if len(trackings) > 1:
+            processing.saved_kwargs["more_tracking"] = trackings[1:]
         processing.collect_events(*batch.aggregates.values())
         self._record(processing)
         return outcome

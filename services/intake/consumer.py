@@ -23,7 +23,7 @@ from events.inputs import (
     InputEvent,
 )
 from services.adapters.faults import crash_point
-from services.adapters.kafka import source_of, tracking_name
+from services.adapters.kafka import Batches, source_of, tracking_name
 from services.adapters.logs import get_logger
 from services.adapters.metrics import DEAD_LETTERED, DUPLICATES
 from services.adapters.settings import Settings
@@ -64,30 +64,48 @@ class IntakeHandler:
             self.positions.pop(partition, None)
         self.intake.forget_cached()
 
-    def handle(self, partition: TopicPartition, records: Sequence[ConsumerRecord]) -> None:
-        known = self.positions.get(partition)
-        if known is None:
-            known = (self.assigned(partition) or 0) - 1
-        fresh = [record for record in records if record.offset > known]
+    def handle(self, batches: Batches) -> None:
+        fresh: dict[TopicPartition, list[ConsumerRecord]] = {}
+        for partition, records in batches.items():
+            known = self.positions.get(partition)
+            if known is None:
+                known = (self.assigned(partition) or 0) - 1
+            news = [record for record in records if record.offset > known]
+            if news:
+                fresh[partition] = news
         if not fresh:
             return
-        inputs = [self.decode(record) for record in fresh]
+        if getattr(self.intake.recorder, "records_many_trackings", False):
+            self._record(fresh)
+        else:  # a store that takes one position a commit
+            for partition, records in fresh.items():
+                self._record({partition: records})
+
+    def _record(self, fresh: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        """One commit for the batches of every partition, each with its position."""
+        inputs = [self.decode(record) for records in fresh.values() for record in records]
+        trackings = [
+            Tracking(tracking_name(partition.topic, partition.partition), records[-1].offset)
+            for partition, records in fresh.items()
+        ]
         try:
             outcome = self.intake.record_inputs(
                 inputs,
-                Tracking(tracking_name(partition.topic, partition.partition), fresh[-1].offset),
+                trackings,
                 failed_at=datetime.now(UTC),
                 backorders_allowed=self.settings.backorders_allowed,
             )
         except Exception:
-            self.positions.pop(partition, None)  # re-read from the store on retry
+            for partition in fresh:
+                self.positions.pop(partition, None)  # re-read from the store on retry
             raise
-        self.positions[partition] = fresh[-1].offset
+        for partition, records in fresh.items():
+            self.positions[partition] = records[-1].offset
         crash_point("intake.after_commit")
         DUPLICATES.labels(self.stage).inc(outcome.duplicates)
         DEAD_LETTERED.labels(self.stage).inc(len(outcome.dead_lettered))
         for error in outcome.dead_lettered:
-            log.warning("input dead-lettered", topic=partition.topic, error=error)
+            log.warning("input dead-lettered", error=error)
 
     def decode(self, record: ConsumerRecord) -> Input:
         """Never raises: one bad message must not stall its partition."""
