@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import fcntl
 import re
+import time
 from typing import IO, Any, Protocol
 
 from services.adapters.logs import get_logger
@@ -28,6 +29,9 @@ log = get_logger(__name__)
 # an error retry, so not the backoff of services.adapters.retries: standing by is the normal
 # state of every process but one, and a growing wait would only lengthen the takeover.
 STANDBY_RETRY = 1.0
+# How often a leader asks its store whether its session (and so its lock) still stands: a
+# round trip per batch would be on the path of every order.
+CHECK_EVERY_SECONDS = 0.25
 
 
 class Lock(Protocol):
@@ -120,17 +124,22 @@ class Leadership:
         )
         self.leading = False
         self.standing_by = False
+        self.checked_at = 0.0
 
     def lead(self) -> bool:
         """True while this process is the leader; tries to become it when it is not."""
         if self.leading:
+            if time.monotonic() - self.checked_at < CHECK_EVERY_SECONDS:
+                return True
             if self.lock.still_held():
+                self.checked_at = time.monotonic()
                 return True
             self.leading = False
             LEADING.labels(self.name).set(0)
             log.warning("lost the lead (store session gone); trying again", role=self.name)
         if self.lock.try_acquire():
             self.leading, self.standing_by = True, False
+            self.checked_at = time.monotonic()
             LEADING.labels(self.name).set(1)
             log.info("leading: this process publishes", role=self.name)
             return True

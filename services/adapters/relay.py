@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,8 +25,12 @@ from services.adapters.logs import get_logger
 from services.adapters.metrics import PUBLISHED, RELAY_POSITION
 from services.adapters.retries import supervise
 from services.adapters.settings import Settings
+from services.adapters.wakeup import Wakeup
 
 log = get_logger(__name__)
+
+# The longest a relay under load goes without writing how far it got (see Relay._record).
+RECORD_EVERY_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -50,8 +55,13 @@ class Relay:
         translate: Translate,
         producer: AIOKafkaProducer,
         settings: Settings,
+        *,
+        wakeup: Wakeup | None = None,
     ) -> None:
         self.name = name
+        # Set when the log has a new commit (see services.adapters.wakeup); without one the
+        # relay looks again every relay_idle_interval.
+        self.wakeup = wakeup
         self.app = app
         self.translate = translate
         self.producer = producer
@@ -59,6 +69,8 @@ class Relay:
         self.stopping = asyncio.Event()
         self.tracking_name = f"relay:{name}"
         self.published: int | None = None  # how far it got; None: ask the store
+        self.recorded: int | None = None  # how far the store says it got
+        self.recorded_at = 0.0
 
     @property
     def recorder(self) -> ProcessRecorder:
@@ -82,12 +94,14 @@ class Relay:
 
     async def run(self) -> None:
         leadership = Leadership(self.settings.database_url, f"relay:{self.name}")
-        self.published = await asyncio.to_thread(self.position)
+        self.published = self.recorded = await asyncio.to_thread(self.position)
         log.info("relay started", relay=self.name, position=self.published)
         try:
             await supervise(
                 lambda: self._step(leadership), stopping=self.stopping, on_error=self._retrying
             )
+            if leadership.leading and self.published is not None:
+                await asyncio.to_thread(self._record, self.published)  # a clean stop: exact
         finally:
             await asyncio.to_thread(leadership.step_down)
 
@@ -102,7 +116,7 @@ class Relay:
             await self._idle(STANDBY_RETRY)  # another process publishes this log
             return
         if self.published is None or not was_leading:  # another leader may have moved it on
-            self.published = await asyncio.to_thread(self.position)
+            self.published = self.recorded = await asyncio.to_thread(self.position)
         position = self.published
         out, last = await asyncio.to_thread(self._read, position)
         if last == position:
@@ -110,9 +124,19 @@ class Relay:
             return
         await self.publish(out)
         crash_point("relay.after_publish")
-        await asyncio.to_thread(self.recorder.insert_tracking, Tracking(self.tracking_name, last))
         self.published = last
         RELAY_POSITION.labels(self.name).set(last)
+        caught_up = len(out) < self.settings.relay_batch_size
+        if caught_up or time.monotonic() - self.recorded_at >= RECORD_EVERY_SECONDS:
+            await asyncio.to_thread(self._record, last)
+
+    def _record(self, position: int) -> None:
+        """Writes how far the relay got. Not after every batch under load: each is a commit
+        of its own, and a crash between two only resends what consumers skip anyway."""
+        if self.recorded is not None and position <= self.recorded:
+            return
+        self.recorder.insert_tracking(Tracking(self.tracking_name, position))
+        self.recorded, self.recorded_at = position, time.monotonic()
 
     async def publish(self, out: Sequence[Outgoing]) -> None:
         futures = [
@@ -131,6 +155,9 @@ class Relay:
             PUBLISHED.labels(item.topic).inc()
 
     async def _idle(self, seconds: float | None = None) -> None:
+        if seconds is None and self.wakeup is not None:
+            await self.wakeup.wait(self.settings.relay_idle_interval, self.stopping)
+            return
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(
                 self.stopping.wait(), timeout=seconds or self.settings.relay_idle_interval

@@ -76,6 +76,13 @@ class Settings(BaseSettings):
         ge=6_000,
         description="How long a silent consumer keeps its partitions before they move.",
     )
+    kafka_group_instance_id: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Static group membership: a process restarted with the same id gets its "
+        "partitions back at once instead of after the session timeout. Unique per process "
+        "(e.g. a StatefulSet pod's name); `fulfillment run` sets one per process it starts.",
+    )
     batch_max_records: int = Field(default=500, ge=1, le=100_000)
     batch_timeout_ms: int = Field(default=100, ge=0)
     relay_batch_size: int = Field(default=1000, ge=1)

@@ -39,23 +39,37 @@ def run(
     stage: Annotated[
         list[str] | None,
         typer.Option(
-            help="Run only this stage (repeatable): intake, allocation, relay, projections, api, "
-            "clock."
+            help="Run only this stage in this process (repeatable): intake, intake-relay, "
+            "allocation, allocation-relay, relay (both relays), projections, api, clock."
         ),
     ] = None,
+    one_process: Annotated[
+        bool,
+        typer.Option(
+            "--one-process",
+            help="Every stage in this one process (one core), instead of a process per part.",
+        ),
+    ] = False,
 ) -> None:
-    """Run the service: every stage in one process, or the stages named."""
+    """Run the service: every stage, in three processes (intake, allocation, read models and
+    API) that share one store; or the stages named, in this process."""
     from services.adapters.kafka import ConfigurationError
-    from services.entrypoints.runner import STAGES, serve
+    from services.entrypoints.runner import ALIASES, STAGES, serve
+    from services.entrypoints.supervisor import supervise
 
     settings = _settings()
-    stages = stage or list(STAGES)
-    unknown = set(stages) - set(STAGES)
+    unknown = set(stage or ()) - set(STAGES) - set(ALIASES)
     if unknown:
-        console.print(f"[red]unknown stage(s) {sorted(unknown)}[/red]; choose from {STAGES}")
+        choices = (*STAGES, *ALIASES)
+        console.print(f"[red]unknown stage(s) {sorted(unknown)}[/red]; choose from {choices}")
         raise typer.Exit(2)
     try:
-        asyncio.run(serve(settings, stages))
+        if stage or one_process:
+            asyncio.run(serve(settings, stage or list(STAGES)))
+        else:
+            code = supervise(settings)
+            if code:
+                raise typer.Exit(code)
     except ConfigurationError as error:
         console.print(f"[red]cannot start:[/red] {error}")
         raise typer.Exit(1) from None

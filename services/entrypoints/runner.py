@@ -31,6 +31,7 @@ from services.adapters.logs import get_logger
 from services.adapters.relay import Relay
 from services.adapters.settings import Settings
 from services.adapters.store import DatabaseUrlError, redact
+from services.adapters.wakeup import LogWatcher, Wakeup
 from services.allocation.application import Allocation
 from services.allocation.consumer import AllocationHandler
 from services.allocation.outbox import allocation_outgoing
@@ -59,33 +60,36 @@ class Stage:
 async def _start_intake(service: Service) -> None:
     settings = service.settings
     handler = IntakeHandler(_opened(service.intake), settings)
-    service.consume("intake", settings.topics.inputs(), handler)
+    service.consume("intake", settings.topics.inputs(), handler, service.wakeups["intake"])
 
 
 async def _start_allocation(service: Service) -> None:
     handler = AllocationHandler(_opened(service.allocation))
-    service.consume("allocation", [service.settings.topics.sku_commands], handler)
+    topics = [service.settings.topics.sku_commands]
+    service.consume("allocation", topics, handler, service.wakeups["allocation"])
 
 
-async def _start_relay(service: Service) -> None:
-    """One producer for both logs; intake's routes SKUs with the count pinned in the stores."""
-    settings, topics = service.settings, service.settings.topics
-    intake, allocation = _opened(service.intake), _opened(service.allocation)
-    producer = make_producer(settings)
+async def _start_intake_relay(service: Service) -> None:
+    """Intake's log to sku-commands, routing SKUs with the count pinned in the stores."""
+    settings = service.settings
+    translate = intake_outgoing(settings, _opened(service.sku_partitions))
+    await _relay(service, settings.topics.sku_commands, _opened(service.intake), translate)
+
+
+async def _start_allocation_relay(service: Service) -> None:
+    """Allocation's log to the decisions (and dead-letter) topics."""
+    settings = service.settings
+    translate = allocation_outgoing(settings)
+    await _relay(service, settings.topics.decisions, _opened(service.allocation), translate)
+
+
+async def _relay(service: Service, name: str, app: Any, translate: Any) -> None:
+    producer = make_producer(service.settings)
     await producer.start()
-    service.cleanup("relay producer", producer.stop)
-    sku_partitions = _opened(service.sku_partitions)
-    for relay in (
-        Relay(
-            topics.sku_commands,
-            intake,
-            intake_outgoing(settings, sku_partitions),
-            producer,
-            settings,
-        ),
-        Relay(topics.decisions, allocation, allocation_outgoing(settings), producer, settings),
-    ):
-        service.task(f"relay:{relay.name}", relay.run, relay.stop)
+    service.cleanup(f"relay producer ({name})", producer.stop)
+    wakeup = service.wakeups[app.name]
+    relay = Relay(name, app, translate, producer, service.settings, wakeup=wakeup)
+    service.task(f"relay:{relay.name}", relay.run, relay.stop)
 
 
 async def _start_projections(service: Service) -> None:
@@ -146,13 +150,26 @@ async def _start_api(service: Service) -> None:
 # The one place that says what each stage needs and how it starts; they start in this order.
 STAGE_TABLE: dict[str, Stage] = {
     "intake": Stage(frozenset({"intake"}), _start_intake),
+    "intake-relay": Stage(frozenset({"intake"}), _start_intake_relay),
     "allocation": Stage(frozenset({"allocation"}), _start_allocation),
-    "relay": Stage(frozenset({"intake", "allocation"}), _start_relay),
+    "allocation-relay": Stage(frozenset({"allocation"}), _start_allocation_relay),
     "projections": Stage(frozenset({"allocation", "read_models"}), _start_projections),
     "api": Stage(frozenset({"allocation", "read_models"}), _start_api),
     "clock": Stage(frozenset(), _start_clock),
 }
 STAGES = tuple(STAGE_TABLE)
+# Names that stand for several stages: `--stage relay` runs both relays, as it always did.
+ALIASES: dict[str, tuple[str, ...]] = {"relay": ("intake-relay", "allocation-relay")}
+# Which log each stage writes, and which logs it follows: a follower in a process without
+# the log's writer is woken by a LogWatcher (services.adapters.wakeup).
+WRITES = {"intake": "intake", "allocation": "allocation"}
+FOLLOWS = {"intake-relay": "intake", "allocation-relay": "allocation", "projections": "allocation"}
+
+
+def expand(stages: Collection[str]) -> list[str]:
+    """Stage names with aliases replaced by what they stand for, in the table's order."""
+    named = {part for stage in stages for part in ALIASES.get(stage, (stage,))}
+    return [stage for stage in STAGES if stage in named] + sorted(named - set(STAGES))
 
 
 class Service:
@@ -160,7 +177,9 @@ class Service:
 
     def __init__(self, settings: Settings, stages: Collection[str] = STAGES) -> None:
         self.settings = settings
-        self.stages = set(stages)
+        self.stages = set(expand(stages))
+        # Set after each commit to a log, to wake the relay or read models that follow it.
+        self.wakeups: dict[str, Wakeup] = {"intake": Wakeup(), "allocation": Wakeup()}
         self.intake: Intake | None = None
         self.allocation: Allocation | None = None
         self.read_models: ReadModels | None = None
@@ -189,11 +208,32 @@ class Service:
 
         self._cleanups.push_async_callback(logged)
 
-    def consume(self, stage: str, topics: list[str], handler: BatchHandler) -> None:
+    def consume(
+        self, stage: str, topics: list[str], handler: BatchHandler, committed: Wakeup
+    ) -> None:
         loop = BatchConsumer(
-            self.settings, topics, f"{self.settings.consumer_group}-{stage}", handler
+            self.settings,
+            topics,
+            f"{self.settings.consumer_group}-{stage}",
+            handler,
+            on_commit=committed.set,
         )
         self.task(stage, loop.run, loop.stop)
+
+    def _watch_logs(self) -> None:
+        """Followers of a log written in another process: woken by a LogWatcher."""
+        written_here = {WRITES[stage] for stage in self.stages if stage in WRITES}
+        followed = {FOLLOWS[stage] for stage in self.stages if stage in FOLLOWS}
+        apps = {"intake": self.intake, "allocation": self.allocation}
+        for name in sorted(followed - written_here):
+            app = _opened(apps[name])
+            watcher = LogWatcher(app.recorder, self.wakeups[name])
+            watcher.start()
+
+            async def stop(watcher: LogWatcher = watcher) -> None:
+                await asyncio.to_thread(watcher.stop)
+
+            self.cleanup(f"log watcher ({name})", stop)
 
     async def _build(self) -> None:
         settings, topics = self.settings, self.settings.topics
@@ -224,6 +264,7 @@ class Service:
                 "check DATABASE_URL"
             )
         self.sku_partitions = next(iter(pinned), None)
+        self._watch_logs()
         for stage in stages:
             await stage.start(self)
 
@@ -305,6 +346,41 @@ def _check_port_free(host: str, port: int, variable: str = "HTTP_PORT") -> None:
                 f"cannot serve HTTP on {host}:{port} ({error.strerror}); "
                 f"stop what uses it or set {variable}"
             ) from error
+
+
+async def prepare(settings: Settings) -> int:
+    """What every stage needs before any starts: topics, each store's tables, the pinned
+    sku-commands partition count. Done once by a supervisor before its processes race to do
+    it (PostgreSQL's IF NOT EXISTS does not survive that race); returns the pinned count."""
+    if "api" in STAGES:
+        _check_port_free(settings.http_host, settings.http_port)
+    counts = await ensure_topics(settings)
+    topic = settings.topics.sku_commands
+    intake = allocation = None
+    try:
+        intake = await asyncio.to_thread(build_intake, settings)
+        allocation = await asyncio.to_thread(build_allocation, settings)
+        read_models = await asyncio.to_thread(build_read_models, settings, allocation)
+        read_models.store.close()
+        pinned = {
+            check_partition_count(app.process_recorder, topic, counts[topic])
+            for app in (intake, allocation)
+        }
+    except (DatabaseUrlError, PersistenceError, OSError, psycopg.Error) as error:
+        raise ConfigurationError(
+            f"cannot open the store at {redact(settings.database_url)} ({error}); "
+            "start PostgreSQL (make postgres) or fix DATABASE_URL"
+        ) from error
+    finally:
+        for app in (intake, allocation):
+            if app is not None:
+                app.close()
+    if len(pinned) > 1:
+        raise ConfigurationError(
+            f"intake's and allocation's stores pin {topic!r} to different partition counts "
+            f"({sorted(pinned)}): they are not one deployment's stores; check DATABASE_URL"
+        )
+    return pinned.pop()
 
 
 async def serve(settings: Settings, stages: Collection[str] = STAGES) -> None:

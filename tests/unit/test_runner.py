@@ -13,7 +13,8 @@ import pytest
 
 from services.adapters.settings import Settings
 from services.entrypoints import runner
-from services.entrypoints.runner import STAGE_TABLE, STAGES, Service
+from services.entrypoints.runner import STAGE_TABLE, STAGES, Service, expand
+from services.entrypoints.supervisor import PROCESSES
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -98,15 +99,44 @@ async def test_a_failing_cleanup_does_not_skip_the_others(
     assert metrics.shut_down
     assert metrics.closed
     failures = [fields for level, event, fields in log.lines if event == "cleanup failed"]
-    assert failures == [
-        {"cleanup": "relay producer", "error": repr(ConnectionError("broker went away"))}
+    gone = repr(ConnectionError("broker went away"))
+    assert failures == [  # each relay's producer, the last started first
+        {"cleanup": f"relay producer ({settings.topics.decisions})", "error": gone},
+        {"cleanup": f"relay producer ({settings.topics.sku_commands})", "error": gone},
     ]
     assert log.lines[-1][1] == "stopped"
 
 
 def test_the_table_names_every_stage_once_in_start_order() -> None:
-    assert STAGES == ("intake", "allocation", "relay", "projections", "api", "clock")
+    assert STAGES == (
+        "intake",
+        "intake-relay",
+        "allocation",
+        "allocation-relay",
+        "projections",
+        "api",
+        "clock",
+    )
     assert STAGE_TABLE["clock"].needs == frozenset()  # it only publishes ticks
     assert set(STAGE_TABLE) == set(STAGES)
-    assert STAGE_TABLE["relay"].needs == {"intake", "allocation"}
+    assert STAGE_TABLE["intake-relay"].needs == {"intake"}
+    assert STAGE_TABLE["allocation-relay"].needs == {"allocation"}
     assert all("allocation" in STAGE_TABLE[s].needs for s in ("projections", "api"))
+
+
+def test_relay_still_names_both_relays() -> None:
+    assert expand(["relay"]) == ["intake-relay", "allocation-relay"]
+    assert expand(["api", "relay", "intake"]) == [
+        "intake",
+        "intake-relay",
+        "allocation-relay",
+        "api",
+    ]
+
+
+def test_the_supervisor_runs_every_stage_once() -> None:
+    stages = [stage for group in PROCESSES.values() for stage in group]
+    assert sorted(stages) == sorted(STAGES)
+    # A log's writer and its relay share a process: the commit wakes the relay directly.
+    for writer, relay in (("intake", "intake-relay"), ("allocation", "allocation-relay")):
+        assert any(writer in group and relay in group for group in PROCESSES.values())

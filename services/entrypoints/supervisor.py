@@ -1,0 +1,136 @@
+"""`fulfillment run` as users start it: the stages in a few processes, so the service uses
+every core (one Python process is one core: the GIL), on one store.
+
+Each log's writer and its relay share a process, so the relay is woken by the commit it
+publishes without a round trip; the read models follow the allocation log from their own
+process (woken by a LogWatcher). The supervisor prepares topics and stores once, starts the
+processes, and stops them all when it is asked to or when one of them ends: an orchestrator
+then restarts the service as a whole, as it would a single process. Its processes die with
+it, even by SIGKILL (the kernel's parent-death signal), so `kill -9` of the service leaves
+nothing behind.
+
+Hand-written: a process supervisor library (supervisord, circus) would be a second program
+to install and configure, for what is forty lines of subprocess here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from types import FrameType
+
+from services.adapters.logs import get_logger
+from services.adapters.settings import Settings
+from services.entrypoints.runner import prepare
+
+log = get_logger(__name__)
+
+# The processes `fulfillment run` starts, and their stages (see runner.STAGE_TABLE).
+PROCESSES: dict[str, tuple[str, ...]] = {
+    "intake": ("intake", "intake-relay", "clock"),
+    "allocation": ("allocation", "allocation-relay"),
+    "read-models": ("projections", "api"),
+}
+STOP_GRACE_SECONDS = 60.0
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child, before exec
+    """Linux: the child gets SIGTERM when the supervisor dies, however it dies."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def command(stages: Sequence[str]) -> list[str]:
+    argv = [sys.executable, "-m", "services.entrypoints.cli", "run"]
+    for stage in stages:
+        argv += ["--stage", stage]
+    return argv
+
+
+def environment(settings: Settings, name: str, index: int) -> dict[str, str]:
+    """The supervisor's environment; METRICS_PORT, when set, goes to the processes that run
+    no HTTP API, one port each (METRICS_PORT, METRICS_PORT + 1, ...)."""
+    env = dict(os.environ)
+    env["FULFILLMENT_PROCESS"] = name
+    if settings.kafka_group_instance_id is None:
+        # Stable across restarts on this host, so a restarted process's consumers get their
+        # partitions back at once; the HTTP port tells two services on one host apart.
+        env["KAFKA_GROUP_INSTANCE_ID"] = f"{socket.gethostname()}-{settings.http_port}-{name}"
+    else:
+        env["KAFKA_GROUP_INSTANCE_ID"] = f"{settings.kafka_group_instance_id}-{name}"
+    env.pop("METRICS_PORT", None)
+    if settings.metrics_port is not None and "api" not in PROCESSES[name]:
+        env["METRICS_PORT"] = str(settings.metrics_port + index)
+    return env
+
+
+class Supervisor:
+    def __init__(self, settings: Settings, processes: Mapping[str, Sequence[str]]) -> None:
+        self.settings = settings
+        self.processes = dict(processes)
+        self.children: dict[str, subprocess.Popen[bytes]] = {}
+        self.stopping = False
+
+    def _ask_to_stop(self, signum: int, _frame: FrameType | None) -> None:
+        log.info("stopping the service's processes", signal=signal.Signals(signum).name)
+        self.stopping = True
+
+    def run(self) -> int:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._ask_to_stop)
+        pinned = asyncio.run(prepare(self.settings))
+        log.info("prepared", sku_commands_partitions=pinned, processes=list(self.processes))
+        index = 0
+        for name, stages in self.processes.items():
+            self.children[name] = subprocess.Popen(  # noqa: S603 - our own interpreter and CLI
+                command(stages),
+                env=environment(self.settings, name, index),
+                preexec_fn=_die_with_parent,  # noqa: PLW1509 - no threads run here yet
+            )
+            index += 0 if "api" in stages else 1
+            log.info("process started", process=name, pid=self.children[name].pid, stages=stages)
+        code = self._watch()
+        self._stop_all()
+        return code
+
+    def _watch(self) -> int:
+        """Until asked to stop (0) or a process ends by itself (its code, at least 1)."""
+        while not self.stopping:
+            for name, child in self.children.items():
+                code = child.poll()
+                if code is not None:
+                    log.error(
+                        "a process of the service ended; stopping the others",
+                        process=name,
+                        exit_code=code,
+                    )
+                    return code if code > 0 else 1
+            time.sleep(0.2)
+        return 0
+
+    def _stop_all(self) -> None:
+        for child in self.children.values():
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        for name, child in self.children.items():
+            try:
+                child.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.error("a process did not stop in time; killing it", process=name)
+                child.kill()
+                child.wait()
+        log.info("stopped")
+
+
+def supervise(settings: Settings, processes: Mapping[str, Sequence[str]] = PROCESSES) -> int:
+    return Supervisor(settings, processes).run()
