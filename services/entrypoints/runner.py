@@ -348,41 +348,6 @@ def _check_port_free(host: str, port: int, variable: str = "HTTP_PORT") -> None:
             ) from error
 
 
-async def prepare(settings: Settings) -> int:
-    """What every stage needs before any starts: topics, each store's tables, the pinned
-    sku-commands partition count. Done once by a supervisor before its processes race to do
-    it (PostgreSQL's IF NOT EXISTS does not survive that race); returns the pinned count."""
-    if "api" in STAGES:
-        _check_port_free(settings.http_host, settings.http_port)
-    counts = await ensure_topics(settings)
-    topic = settings.topics.sku_commands
-    intake = allocation = None
-    try:
-        intake = await asyncio.to_thread(build_intake, settings)
-        allocation = await asyncio.to_thread(build_allocation, settings)
-        read_models = await asyncio.to_thread(build_read_models, settings, allocation)
-        read_models.store.close()
-        pinned = {
-            check_partition_count(app.process_recorder, topic, counts[topic])
-            for app in (intake, allocation)
-        }
-    except (DatabaseUrlError, PersistenceError, OSError, psycopg.Error) as error:
-        raise ConfigurationError(
-            f"cannot open the store at {redact(settings.database_url)} ({error}); "
-            "start PostgreSQL (make postgres) or fix DATABASE_URL"
-        ) from error
-    finally:
-        for app in (intake, allocation):
-            if app is not None:
-                app.close()
-    if len(pinned) > 1:
-        raise ConfigurationError(
-            f"intake's and allocation's stores pin {topic!r} to different partition counts "
-            f"({sorted(pinned)}): they are not one deployment's stores; check DATABASE_URL"
-        )
-    return pinned.pop()
-
-
 async def serve(settings: Settings, stages: Collection[str] = STAGES) -> None:
     """Runs until SIGTERM or SIGINT: the batch in flight commits, then everything closes."""
     service = Service(settings, stages)

@@ -1,13 +1,13 @@
 """`fulfillment run` as users start it: the stages in a few processes, so the service uses
-every core (one Python process is one core: the GIL), on one store.
+every core (one Python process is one core: the GIL), on one store. They start at once:
+when they race to create topics, tables and views, the losers retry (bootstrap._racing).
 
 Each log's writer and its relay share a process, so the relay is woken by the commit it
 publishes without a round trip; the read models follow the allocation log from their own
-process (woken by a LogWatcher). The supervisor prepares topics and stores once, starts the
-processes, and stops them all when it is asked to or when one of them ends: an orchestrator
-then restarts the service as a whole, as it would a single process. Its processes die with
-it, even by SIGKILL (the kernel's parent-death signal), so `kill -9` of the service leaves
-nothing behind.
+process (woken by a LogWatcher). The supervisor starts the processes, and stops them all
+when it is asked to or when one of them ends: an orchestrator then restarts the service as
+a whole, as it would a single process. Its processes die with it, even by SIGKILL (the
+kernel's parent-death signal), so `kill -9` of the service leaves nothing behind.
 
 Hand-written: a process supervisor library (supervisord, circus) would be a second program
 to install and configure, for what is forty lines of subprocess here.
@@ -15,7 +15,6 @@ to install and configure, for what is forty lines of subprocess here.
 
 from __future__ import annotations
 
-import asyncio
 import ctypes
 import os
 import signal
@@ -28,7 +27,6 @@ from types import FrameType
 
 from services.adapters.logs import get_logger
 from services.adapters.settings import Settings
-from services.entrypoints.runner import prepare
 
 log = get_logger(__name__)
 
@@ -87,8 +85,6 @@ class Supervisor:
     def run(self) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._ask_to_stop)
-        pinned = asyncio.run(prepare(self.settings))
-        log.info("prepared", sku_commands_partitions=pinned, processes=list(self.processes))
         index = 0
         for name, stages in self.processes.items():
             self.children[name] = subprocess.Popen(  # noqa: S603 - our own interpreter and CLI
