@@ -28,7 +28,7 @@ log = get_logger(__name__)
 # leader after the old one stopped (a killed one frees its lock at once). A poll interval, not
 # an error retry, so not the backoff of services.adapters.retries: standing by is the normal
 # state of every process but one, and a growing wait would only lengthen the takeover.
-STANDBY_RETRY = 1.0
+STANDBY_RETRY = 0.25
 # How often a leader asks its store whether its session (and so its lock) still stands: a
 # round trip per batch would be on the path of every order.
 CHECK_EVERY_SECONDS = 0.25

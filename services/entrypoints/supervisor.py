@@ -41,10 +41,12 @@ _PR_SET_PDEATHSIG = 1
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child, before exec
-    """Linux: the child gets SIGTERM when the supervisor dies, however it dies."""
+    """Linux: the child is killed when the supervisor dies, however it dies. SIGKILL, not
+    SIGTERM: a supervisor that did not stop its processes itself crashed, and processes
+    that linger would hold their leader locks and partitions from the service's restart."""
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def command(stages: Sequence[str]) -> list[str]:
