@@ -27,10 +27,13 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 import structlog
+
+if TYPE_CHECKING:
+    from bench.service import Options
 
 REPO = Path(__file__).resolve().parent.parent
 BENCHMARKS = (
@@ -41,6 +44,7 @@ BENCHMARKS = (
     "hot_sku",
     "eta",
     "end_to_end",
+    "service",
 )
 SNAPSHOTTING = ("service", "eventsourcing", "both")
 STORES = ("sqlite", "postgres")
@@ -100,9 +104,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="intake,allocation,relay",
         help="end_to_end: the service's stages to run (default: those that make decisions)",
     )
+    service_flags(parser)
     add("--postgres-url", default=None, help="base PostgreSQL URL (default: see above)")
     add("--kafka", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"))
     add("--keep", action="store_true", help="keep the PostgreSQL schemas and Kafka topics")
+    add(
+        "--no-results-file",
+        action="store_true",
+        help="do not write the document to bench/results/<date>-<commit>.json",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds = 1
@@ -120,7 +130,81 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.paced_orders = 50
         args.paced_rate = 100.0
         args.e2e_timeout = 60.0
+        service_quick(args)
     return args
+
+
+def service_quick(args: argparse.Namespace) -> None:
+    """`service` at tiny sizes: every phase in a smoke run."""
+    args.lines = 5_000
+    args.service_skus = 200
+    args.rates = "200"
+    args.seconds = 3.0
+    args.onebyone_lines = 200
+    args.scaleout_lines = 1_000
+    args.recovery_rate = 100.0
+    args.recovery_seconds = 4.5
+    args.memory_skus = "200,1000"
+    args.service_timeout = 90.0
+
+
+def service_flags(parser: argparse.ArgumentParser) -> None:
+    """`service`: `fulfillment run` measured from outside (bench/service.py)."""
+    from bench.service import PHASES
+
+    group = parser.add_argument_group("service: `fulfillment run` measured from outside")
+    add = group.add_argument
+    add(
+        "--phases", default=",".join(PHASES), help="comma-separated subset of: " + ", ".join(PHASES)
+    )
+    add("--lines", type=int, default=200_000, help="order lines of the flat-out backlog")
+    add("--service-skus", type=int, default=2_000, help="SKUs the orders spread over")
+    add("--hot-skus", type=int, default=5, help="hot SKUs among them")
+    add("--hot-share", type=float, default=0.2, help="share of the lines on the hot SKUs")
+    add("--rate", type=float, default=1_000.0, help="paced: order lines offered a second")
+    add("--rates", default=None, help="paced: several rates, e.g. 100,1000 (instead of --rate)")
+    add("--seconds", type=float, default=30.0, help="paced: seconds at each rate")
+    add("--onebyone-lines", type=int, default=10_000, help="backlog with BATCH_MAX_RECORDS=1")
+    add("--stages-stores", default="postgres", help="stores the five-process run is made on")
+    add("--scaleout-lines", type=int, default=50_000, help="backlog of each scale-out run")
+    add("--scaleout-processes", default="1,2,3", help="allocation processes of each scale-out run")
+    add("--recovery-rate", type=float, default=500.0, help="recovery: order lines offered a second")
+    add("--recovery-seconds", type=float, default=30.0, help="recovery: seconds of load")
+    add("--memory-skus", default="10000,100000", help="memory: SKUs, each with an open backorder")
+    add("--service-timeout", type=float, default=900.0, help="seconds to wait in each phase")
+
+
+def _listed(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def service_options(args: argparse.Namespace, kinds: list[str]) -> Options:
+    from bench.service import PHASES, Options
+
+    phases = tuple(_listed(args.phases))
+    unknown = sorted(set(phases) - set(PHASES))
+    if unknown:
+        raise SystemExit(f"unknown service phase: {', '.join(unknown)}")
+    return Options(
+        kafka=args.kafka,
+        phases=phases,
+        stores=tuple(kinds),
+        lines=args.lines,
+        skus=args.service_skus,
+        hot_skus=args.hot_skus,
+        hot_share=args.hot_share,
+        rates=tuple(float(rate) for rate in _listed(args.rates)) if args.rates else (args.rate,),
+        seconds=args.seconds,
+        onebyone_lines=args.onebyone_lines,
+        stages_stores=tuple(_listed(args.stages_stores)),
+        scaleout_lines=args.scaleout_lines,
+        scaleout_processes=tuple(int(count) for count in _listed(args.scaleout_processes)),
+        recovery_rate=args.recovery_rate,
+        recovery_seconds=args.recovery_seconds,
+        memory_skus=tuple(int(count) for count in _listed(args.memory_skus)),
+        timeout=args.service_timeout,
+        keep=args.keep,
+    )
 
 
 def log(message: str) -> None:
@@ -161,11 +245,51 @@ def machine() -> dict[str, Any]:
         "platform": platform.platform(),
         "machine": platform.machine(),
         "packages": {
-            name: version(name) for name in ("eventsourcing", "pydantic", "aiokafka", "psycopg")
+            name: version(name)
+            for name in (
+                "eventsourcing",
+                "pydantic",
+                "aiokafka",
+                "psycopg",
+                "confluent-kafka",
+                "orjson",
+                "psutil",
+            )
         },
+        "librdkafka": librdkafka(),
+        "cpu_model": cpu_model(),
+        "memory_gb": memory_gb(),
         "git_commit": git("rev-parse", "--short", "HEAD"),
         "git_dirty": bool(git("status", "--porcelain")),
     }
+
+
+def librdkafka() -> str | None:
+    try:
+        import confluent_kafka
+    except ImportError:
+        return None
+    return str(confluent_kafka.libversion()[0])
+
+
+def cpu_model() -> str | None:
+    """The processor's name, as Linux gives it."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        return None
+    return None
+
+
+def memory_gb() -> float | None:
+    try:
+        import psutil
+    except ImportError:
+        return None
+    return round(psutil.virtual_memory().total / 1024**3, 1)
 
 
 def postgres_base(explicit: str | None) -> str:
@@ -357,6 +481,7 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
             results["hot_sku"] = hot_sku(args, per_store, kinds)
         if "eta" in only:
             results["eta"] = eta(args, stores, kinds)
+        results.update(bench_service(args, only, kinds, postgres, stores))
         if "end_to_end" in only:
             results["end_to_end"] = per_store(
                 "end_to_end",
@@ -377,6 +502,37 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         stores.close()
     return results
+
+
+def bench_service(
+    args: argparse.Namespace,
+    only: list[str],
+    kinds: list[str],
+    postgres: str | None,
+    stores: Stores,
+) -> dict[str, Any]:
+    """{"service": every phase of bench/service.py}, each phase and store through
+    _attempt; {} when `service` is not among the benchmarks run."""
+    if "service" not in only:
+        return {}
+    from bench import service
+
+    unavailable = {"postgres": "no PostgreSQL URL"} if postgres is None else {}
+    options = service_options(args, kinds)
+    return {"service": service.bench_service(options, stores.url, _attempt, unavailable)}
+
+
+def results_path(document: dict[str, Any]) -> Path:
+    """bench/results/<YYYY-MM-DD>-<short commit>.json; -2, -3, ... when that one exists."""
+    folder = REPO / "bench" / "results"
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = f"{document['date'][:10]}-{document['machine'].get('git_commit') or 'unknown'}"
+    path = folder / f"{stem}.json"
+    number = 2
+    while path.exists():
+        path = folder / f"{stem}-{number}.json"
+        number += 1
+    return path
 
 
 @contextlib.contextmanager
@@ -418,6 +574,21 @@ def main(argv: list[str] | None = None) -> None:
                 "e2e_orders",
                 "paced_orders",
                 "paced_rate",
+                "phases",
+                "lines",
+                "service_skus",
+                "hot_skus",
+                "hot_share",
+                "rate",
+                "rates",
+                "seconds",
+                "onebyone_lines",
+                "stages_stores",
+                "scaleout_lines",
+                "scaleout_processes",
+                "recovery_rate",
+                "recovery_seconds",
+                "memory_skus",
             )
         },
         "stores": args.stores.split(","),
@@ -425,7 +596,12 @@ def main(argv: list[str] | None = None) -> None:
         "total_seconds": round(time.perf_counter() - started, 1),
         "results": results,
     }
-    print(json.dumps(document, indent=2))
+    text = json.dumps(document, indent=2)
+    print(text)
+    if not args.no_results_file:
+        path = results_path(document)
+        path.write_text(text + "\n")
+        log(f"wrote {path.relative_to(REPO)}")
 
 
 if __name__ == "__main__":
