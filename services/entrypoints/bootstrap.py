@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import psycopg
 from eventsourcing.persistence import PersistenceError
 
-from projections.runner import ReadModels
-from projections.store import ReadStore
 from services.adapters import faults
 from services.adapters.retries import STARTUP
 from services.adapters.settings import Settings
 from services.adapters.store import application_env, ensure_schema
 from services.allocation.application import Allocation
 from services.intake.application import Intake
+
+if TYPE_CHECKING:
+    from projections.runner import ReadModels
 
 T = TypeVar("T")
 
@@ -61,4 +62,7 @@ def build_allocation(settings: Settings) -> Allocation:
 
 
 def build_read_models(settings: Settings, allocation: Allocation) -> ReadModels:
+    from projections.runner import ReadModels  # only the processes that keep read models
+    from projections.store import ReadStore
+
     return _racing(lambda: ReadModels(ReadStore(settings.database_url), allocation))

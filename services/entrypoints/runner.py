@@ -8,16 +8,13 @@ import signal
 import socket
 from collections.abc import Awaitable, Callable, Collection, Coroutine
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import prometheus_client
 import psycopg
-import uvicorn
 from aiokafka.admin import AIOKafkaAdminClient
 from eventsourcing.persistence import PersistenceError
 
-from projections.publisher import publish_changes
-from projections.runner import ReadModels, follow
 from services.adapters.clock import Clock
 from services.adapters.kafka import (
     BatchConsumer,
@@ -36,10 +33,14 @@ from services.allocation.application import Allocation
 from services.allocation.consumer import AllocationHandler
 from services.allocation.outbox import allocation_outgoing
 from services.entrypoints.bootstrap import build_allocation, build_intake, build_read_models
-from services.entrypoints.http import create_app
 from services.intake.application import Intake
 from services.intake.consumer import IntakeHandler
 from services.intake.outbox import intake_outgoing
+
+if TYPE_CHECKING:  # imported where used: a process without them starts faster
+    import uvicorn
+
+    from projections.runner import ReadModels
 
 log = get_logger(__name__)
 
@@ -93,6 +94,9 @@ async def _relay(service: Service, name: str, app: Any, translate: Any) -> None:
 
 
 async def _start_projections(service: Service) -> None:
+    from projections.publisher import publish_changes
+    from projections.runner import follow
+
     settings, models = service.settings, _opened(service.read_models)
     stopping = asyncio.Event()
 
@@ -123,6 +127,10 @@ async def _start_clock(service: Service) -> None:
 
 async def _start_api(service: Service) -> None:
     """Its port was checked before anything else started (Service._build)."""
+    import uvicorn
+
+    from services.entrypoints.http import create_app
+
     settings, models = service.settings, _opened(service.read_models)
     admin = AIOKafkaAdminClient(**settings.kafka_client_options())
     await admin.start()
