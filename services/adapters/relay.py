@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from eventsourcing.application import Application
-from eventsourcing.persistence import Notification, ProcessRecorder, Tracking
+from eventsourcing.persistence import Notification, ProcessRecorder, Recording, Tracking
 
 from services.adapters.faults import crash_point
 from services.adapters.kafka import SOURCE_POSITION_HEADER
@@ -31,6 +32,9 @@ log = get_logger(__name__)
 
 # The longest a relay under load goes without writing how far it got (see Relay._record).
 RECORD_EVERY_SECONDS = 0.5
+# The most events a relay keeps from its writer's commits while it cannot publish them (a
+# standby, a broker outage); older ones are dropped and read from the store when needed.
+FRESH_LIMIT = 50_000
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,8 @@ class Relay:
         self.tracking_name = f"relay:{name}"
         self.published: int | None = None  # how far it got; None: ask the store
         self.recorded: int | None = None  # how far the store says it got
+        # What the log's writer in this process just committed, in log order (see offer).
+        self.fresh: deque[tuple[int, Any]] = deque(maxlen=FRESH_LIMIT)
         self.recorded_at = 0.0
 
     @property
@@ -81,15 +87,37 @@ class Relay:
     def position(self) -> int:
         return self.recorder.max_tracking_id(self.tracking_name) or 0
 
+    def offer(self, recordings: Sequence[Recording[Any]]) -> None:
+        """Called by the log's writer in this process after each commit (from its thread)."""
+        self.fresh.extend((r.notification.id, r.domain_event) for r in recordings)
+
+    def _take_fresh(self, after: int) -> list[tuple[int, Any]] | None:
+        """The events the writer handed over that follow `after` without a gap, or None if
+        they do not start right after it (a restart, another writer, an id the store
+        skipped): then the store is read, as it always can be."""
+        fresh = self.fresh
+        while fresh and fresh[0][0] <= after:
+            fresh.popleft()
+        if not fresh or fresh[0][0] != after + 1:
+            return None
+        taken: list[tuple[int, Any]] = []
+        while fresh and len(taken) < self.settings.relay_batch_size:
+            if fresh[0][0] != after + 1 + len(taken):
+                break
+            taken.append(fresh.popleft())
+        return taken
+
     def _read(self, after: int) -> tuple[list[Outgoing], int]:
-        notifications: Sequence[Notification] = self.recorder.select_notifications(
-            start=after, limit=self.settings.relay_batch_size, inclusive_of_start=False
-        )
+        events = self._take_fresh(after)
+        if events is None:
+            notifications: Sequence[Notification] = self.recorder.select_notifications(
+                start=after, limit=self.settings.relay_batch_size, inclusive_of_start=False
+            )
+            events = [(n.id, self.app.mapper.to_domain_event(n)) for n in notifications]
         out: list[Outgoing] = []
-        for notification in notifications:
-            event = self.app.mapper.to_domain_event(notification)
-            out.extend(self.translate(event, notification.id))
-        last = notifications[-1].id if notifications else after
+        for notification_id, event in events:
+            out.extend(self.translate(event, notification_id))
+        last = events[-1][0] if events else after
         return out, last
 
     async def run(self) -> None:
@@ -139,18 +167,35 @@ class Relay:
         self.recorded, self.recorded_at = position, time.monotonic()
 
     async def publish(self, out: Sequence[Outgoing]) -> None:
-        futures = [
-            await self.producer.send(
-                item.topic,
-                value=item.value,
-                key=None if item.key is None else item.key.encode(),
-                partition=item.partition,
-                headers=[(SOURCE_POSITION_HEADER, str(item.position).encode())],
+        """Sends `out` as one record batch per partition (in order within each), and returns
+        once the broker acknowledged all of it.
+
+        aiokafka's per-message `send` costs a future, a metadata lookup and a partitioner
+        call per message, a tenth of a relay's time under load (profiled); `send_batch` takes
+        what we already grouped. Partitions are chosen as `send` would (explicit, else the
+        producer's partitioner over the key), so keys keep their partitions."""
+        batches: dict[tuple[str, int], Any] = {}
+        sent: list[asyncio.Future[Any]] = []
+        for topic in {item.topic for item in out}:
+            await self.producer.client._wait_on_metadata(topic)
+        for item in out:
+            key = None if item.key is None else item.key.encode()
+            partition = self.producer._partition(
+                item.topic, item.partition, None, None, key, item.value
             )
-            for item in out
-        ]
-        if futures:
-            await asyncio.gather(*futures)
+            headers = [(SOURCE_POSITION_HEADER, str(item.position).encode())]
+            batch = batches.get((item.topic, partition))
+            if batch is None:
+                batch = batches[(item.topic, partition)] = self.producer.create_batch()
+            if batch.append(timestamp=None, key=key, value=item.value, headers=headers) is None:
+                sent.append(await self.producer.send_batch(batch, item.topic, partition=partition))
+                batch = batches[(item.topic, partition)] = self.producer.create_batch()
+                appended = batch.append(timestamp=None, key=key, value=item.value, headers=headers)
+                assert appended is not None, "a message larger than the producer's batch size"
+        for (topic, partition), batch in batches.items():
+            sent.append(await self.producer.send_batch(batch, topic, partition=partition))
+        for acknowledged in sent:
+            await acknowledged
         for item in out:
             PUBLISHED.labels(item.topic).inc()
 

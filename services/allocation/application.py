@@ -10,7 +10,13 @@ from typing import Any
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
-from eventsourcing.persistence import JSONTranscoder, ProcessRecorder, Tracking, Transcoding
+from eventsourcing.persistence import (
+    JSONTranscoder,
+    ProcessRecorder,
+    Recording,
+    Tracking,
+    Transcoding,
+)
 
 from events.commands import (
     CancelLine,
@@ -43,6 +49,8 @@ class AllocationOutcome:
     skipped: int = 0
     events: int = 0
     dead_lettered: list[str] = field(default_factory=list)  # reasons, newly recorded only
+    # What the commit recorded, with its log positions: handed to the relay in this process.
+    recordings: list[Recording[UUID]] = field(default_factory=list)
 
 
 class QueueEntryAsList(Transcoding):
@@ -193,7 +201,7 @@ class Allocation(Application[UUID]):
             assert failed_at is not None, "refusals need the time they were refused"
             processing.collect_events(RefusedInput.record(source, refusal.error, failed_at))
             outcome.dead_lettered.append(refusal.error)
-        self._record(processing)
+        outcome.recordings = self._record(processing)
         self._take_snapshots(processing)
         return outcome
 

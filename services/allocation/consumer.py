@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
-from eventsourcing.persistence import Tracking
+from eventsourcing.persistence import Recording, Tracking
 from pydantic import TypeAdapter
 
 from events.commands import SkuCommandsMessage
@@ -53,6 +54,8 @@ class AllocationHandler:
     def __init__(self, allocation: Allocation) -> None:
         self.allocation = allocation
         self.positions: dict[TopicPartition, int] = {}
+        # Takes each commit's recordings (the relay of this log in this process, if any).
+        self.on_recorded: Callable[[Sequence[Recording[Any]]], None] | None = None
 
     def assigned(self, partition: TopicPartition) -> int | None:
         position = self.allocation.process_recorder.max_tracking_id(
@@ -117,6 +120,8 @@ class AllocationHandler:
             assert tracking is not None
             self.positions[partition] = tracking.notification_id
         crash_point("allocation.after_commit")
+        if self.on_recorded is not None:
+            self.on_recorded(outcome.recordings)
         DEAD_LETTERED.labels(self.stage).inc(len(outcome.dead_lettered))
         for error in outcome.dead_lettered:
             log.warning("sku-commands message dead-lettered", error=error)

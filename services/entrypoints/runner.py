@@ -61,11 +61,13 @@ class Stage:
 async def _start_intake(service: Service) -> None:
     settings = service.settings
     handler = IntakeHandler(_opened(service.intake), settings)
+    service.writers["intake"] = handler
     service.consume("intake", settings.topics.inputs(), handler, service.wakeups["intake"])
 
 
 async def _start_allocation(service: Service) -> None:
     handler = AllocationHandler(_opened(service.allocation))
+    service.writers["allocation"] = handler
     topics = [service.settings.topics.sku_commands]
     service.consume("allocation", topics, handler, service.wakeups["allocation"])
 
@@ -90,6 +92,9 @@ async def _relay(service: Service, name: str, app: Any, translate: Any) -> None:
     service.cleanup(f"relay producer ({name})", producer.stop)
     wakeup = service.wakeups[app.name]
     relay = Relay(name, app, translate, producer, service.settings, wakeup=wakeup)
+    writer = service.writers.get(app.name)
+    if writer is not None:  # the log's writer runs here: it hands over what it commits
+        writer.on_recorded = relay.offer
     service.task(f"relay:{relay.name}", relay.run, relay.stop)
 
 
@@ -188,6 +193,7 @@ class Service:
         self.stages = set(expand(stages))
         # Set after each commit to a log, to wake the relay or read models that follow it.
         self.wakeups: dict[str, Wakeup] = {"intake": Wakeup(), "allocation": Wakeup()}
+        self.writers: dict[str, IntakeHandler | AllocationHandler] = {}
         self.intake: Intake | None = None
         self.allocation: Allocation | None = None
         self.read_models: ReadModels | None = None

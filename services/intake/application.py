@@ -10,7 +10,7 @@ from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import ProcessRecorder, Tracking
+from eventsourcing.persistence import ProcessRecorder, Recording, Tracking
 from eventsourcing.postgres import PostgresAggregateRecorder
 from eventsourcing.sqlite import SQLiteAggregateRecorder
 from psycopg.sql import SQL, Identifier
@@ -63,6 +63,8 @@ class IntakeOutcome:
     recorded: int = 0
     duplicates: int = 0
     dead_lettered: list[str] = field(default_factory=list)
+    # What the commit recorded, with its log positions: handed to the relay in this process.
+    recordings: list[Recording[UUID]] = field(default_factory=list)
 
 
 class Intake(Application[UUID]):
@@ -126,7 +128,7 @@ class Intake(Application[UUID]):
         if len(trackings) > 1:
             processing.saved_kwargs["more_tracking"] = trackings[1:]
         processing.collect_events(*batch.aggregates.values())
-        self._record(processing)
+        outcome.recordings = self._record(processing)
         return outcome
 
     def _absent(self, inputs: Sequence[Input]) -> set[UUID]:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
-from eventsourcing.persistence import Tracking
+from eventsourcing.persistence import Recording, Tracking
 from pydantic import ValidationError
 
 from events.common import MAX_MESSAGE_BYTES
@@ -51,6 +52,8 @@ class IntakeHandler:
             topics.clock: CLOCK_EVENTS,
         }
         self.positions: dict[TopicPartition, int] = {}
+        # Takes each commit's recordings (the relay of this log in this process, if any).
+        self.on_recorded: Callable[[Sequence[Recording[Any]]], None] | None = None
 
     def assigned(self, partition: TopicPartition) -> int | None:
         position = self.intake.process_recorder.max_tracking_id(
@@ -102,6 +105,8 @@ class IntakeHandler:
         for partition, records in fresh.items():
             self.positions[partition] = records[-1].offset
         crash_point("intake.after_commit")
+        if self.on_recorded is not None:
+            self.on_recorded(outcome.recordings)
         DUPLICATES.labels(self.stage).inc(outcome.duplicates)
         DEAD_LETTERED.labels(self.stage).inc(len(outcome.dead_lettered))
         for error in outcome.dead_lettered:
