@@ -12,6 +12,7 @@ import asyncio
 import base64
 import contextlib
 import functools
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
@@ -31,6 +32,8 @@ from services.kernel.dead_letters import Source
 log = get_logger(__name__)
 
 SOURCE_POSITION_HEADER = "source-position"
+# The longest a consumer goes without committing Kafka's offsets (see _commit_offsets).
+COMMIT_EVERY_SECONDS = 0.5
 # Input topics we create accept up to 2 MiB, so that an oversize input reaches intake and is
 # dead-lettered with a reason instead of failing in its producer; the DLQ has room for a
 # dead letter that wraps such an input (base64 grows it by a third).
@@ -197,6 +200,8 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         # Wait for the batch in flight: its commit must land before another owner starts.
         async with self.loop.batch_lock:
+            for partition in revoked:
+                self.loop.uncommitted.pop(partition, None)
             await asyncio.to_thread(self.loop.handler.revoked, sorted(revoked))
         log.info("partitions revoked", stage=self.loop.handler.stage, partitions=_names(revoked))
 
@@ -243,6 +248,10 @@ class BatchConsumer:
         self.consumer: Any = None  # created in run(): nothing connects before it
         # Partitions whose batch rolled back, and the offset it started at (see _rewind).
         self.rewinds: dict[TopicPartition, int] = {}
+        # Offsets applied but not yet committed to Kafka (see _commit_offsets).
+        self.uncommitted: dict[TopicPartition, int] = {}
+        self.committing: asyncio.Task[None] | None = None
+        self.committed_at = 0.0
 
     def _consumer(self) -> AIOKafkaConsumer:
         instance = self.settings.kafka_group_instance_id
@@ -277,6 +286,9 @@ class BatchConsumer:
             # while batches keep failing (a store outage) and ends at once on stop().
             await supervise(self._poll, stopping=self.stopping, on=BatchRolledBackError)
         finally:
+            if self.committing is not None:
+                with contextlib.suppress(Exception):
+                    await self.committing
             await self.consumer.stop()
 
     async def _poll(self) -> None:
@@ -336,11 +348,24 @@ class BatchConsumer:
                 return
         if self.on_commit is not None:
             self.on_commit()
-        with contextlib.suppress(CommitFailedError, KafkaError):
-            # Only a hint of where to start reading; the store holds the truth.
-            await self.consumer.commit(
-                {partition: records[-1].offset + 1 for partition, records in batches.items()}
-            )
+        self.uncommitted.update(
+            {partition: records[-1].offset + 1 for partition, records in batches.items()}
+        )
+        if self.committing is None or self.committing.done():
+            self.committing = asyncio.create_task(self._commit_offsets())
+
+    async def _commit_offsets(self) -> None:
+        """Commits Kafka's offsets, in the background and at most every COMMIT_EVERY_SECONDS:
+        they are only a hint of where to start reading (the store holds the truth), so no
+        batch waits for the round trip to the group coordinator."""
+        await asyncio.sleep(max(0.0, self.committed_at + COMMIT_EVERY_SECONDS - time.monotonic()))
+        offsets, self.uncommitted = self.uncommitted, {}
+        self.committed_at = time.monotonic()
+        assigned = self.consumer.assignment()
+        offsets = {p: offset for p, offset in offsets.items() if p in assigned}
+        if offsets:
+            with contextlib.suppress(CommitFailedError, KafkaError):
+                await self.consumer.commit(offsets)
 
     def stop(self) -> None:
         self.stopping.set()

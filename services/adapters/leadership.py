@@ -79,6 +79,12 @@ class AdvisoryLock:
         connection, self.connection = self.connection, None
         if connection is not None:
             try:
+                # Freed now, not when the server notices the session ended: a standby asking
+                # right after a clean step-down gets the lead.
+                connection.execute("SELECT pg_advisory_unlock_all()")
+            except Exception as error:  # a broken session: closing it frees the lock
+                log.debug("unlocking before closing failed", error=repr(error))
+            try:
                 connection.close()  # ends the session, which frees the lock
             except Exception as error:  # a broken session is closed anyway
                 log.debug("closing the leader session failed", error=repr(error))

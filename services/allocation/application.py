@@ -41,6 +41,7 @@ from services.allocation.queue import BackorderQueue, QueueEntry
 from services.kernel.caching import forget_cached
 from services.kernel.dead_letters import RefusedInput, Source, refused_input_id
 from services.kernel.positions import IntakePosition
+from services.kernel.processing import collect
 
 
 @dataclass
@@ -190,8 +191,8 @@ class Allocation(Application[UUID]):
                 outcome.applied += 1
             if any(isinstance(event, Deadlines.Noted) for event in deadlines.pending_events):
                 touched_deadlines.append(deadlines)  # a new index is saved once it holds something
-        processing.collect_events(*skus.values())
-        processing.collect_events(*touched_deadlines)
+        collect(processing, skus.values())
+        collect(processing, touched_deadlines)
         outcome.events = len(processing.events)
         for refusal in refused:
             source = refusal.source
@@ -199,7 +200,7 @@ class Allocation(Application[UUID]):
             if letter_id in self.repository:
                 continue  # delivered again: its dead letter is already recorded
             assert failed_at is not None, "refusals need the time they were refused"
-            processing.collect_events(RefusedInput.record(source, refusal.error, failed_at))
+            collect(processing, [RefusedInput.record(source, refusal.error, failed_at)])
             outcome.dead_lettered.append(refusal.error)
         outcome.recordings = self._record(processing)
         self._take_snapshots(processing)

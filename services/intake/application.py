@@ -45,6 +45,7 @@ from services.intake.domain import (
 )
 from services.kernel.caching import forget_cached
 from services.kernel.dead_letters import RefusedInput, Source
+from services.kernel.processing import collect
 
 A = TypeVar("A", bound=Aggregate)
 
@@ -127,7 +128,7 @@ class Intake(Application[UUID]):
         processing = ProcessingEvent[UUID](tracking=trackings[0])
         if len(trackings) > 1:
             processing.saved_kwargs["more_tracking"] = trackings[1:]
-        processing.collect_events(*batch.aggregates.values())
+        collect(processing, batch.aggregates.values())
         outcome.recordings = self._record(processing)
         return outcome
 
