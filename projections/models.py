@@ -1,18 +1,22 @@
 """The four read models, each a plain SQL table (sku_positions with a companion, its open
 inbounds) fed by the SKUs' events in log order.
 
-Each projection says how one event changes its rows; the runner (projections/runner.py)
-feeds them in batches and records their positions in the same transaction. Events that are
-not decisions about demand or stock (a refused shipment line, the deadlines index) change
-nothing here.
+Each projection takes a page of the log at once (`apply_page`): it folds the page's events
+in memory per row (counters summed per key, a row's last state per key) and writes the
+result with a few statements for the whole page (projections/store.py), not several per
+event. The rows are the same as applying each event in turn: `apply` (one event) is a page
+of one, and tests/unit/test_projections.py checks a page against its events one by one.
+The runner (projections/runner.py) records their positions in the same transaction.
+Events that are not decisions about demand or stock (a refused shipment line, the
+deadlines index) change nothing here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+import dataclasses
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import date, datetime
-from functools import singledispatchmethod
 from typing import Any, ClassVar
 
 from projections.store import ReadStore, Tx
@@ -21,27 +25,95 @@ from services.allocation.domain import Sku
 
 @dataclass(frozen=True)
 class Change:
-    """A row that changed, for the streaming topics: its logical topic and key."""
+    """A row that changed, for the streaming topics: its logical topic and key; `lookup` is
+    its primary key in the read model's table, to read it back (not part of its identity)."""
 
     topic: str
     key: str
+    lookup: tuple[Any, ...] = field(default=(), compare=False)
 
 
-def _add(tx: Tx, table: str, keys: dict[str, Any], deltas: dict[str, int]) -> None:
-    """Upserts a row, adding the deltas to its counters."""
-    columns = [*keys, *deltas]
-    updates = ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in deltas) or (
-        f"{next(iter(keys))} = excluded.{next(iter(keys))}"
+# One SKU event as the read models read it: `kind`, the name of its class in Sku, and its
+# fields (FIELDS; a field added to the class after the event was recorded has the class's
+# default). Times are ISO-8601 text, as the log holds them: SQLite keeps that text and
+# PostgreSQL casts it (projections/store.py), so no time is parsed or formatted per event.
+# A plain dict of plain values: Python's garbage collector does not track such a dict, so
+# a page of them costs no collection (objects of a class are tracked: with them, full
+# collections took a quarter of a rebuild's time).
+Fact = dict[str, Any]
+
+
+# The events the read models read, by kind (the class's name in Sku).
+EVENTS: dict[str, type[Sku.Recorded]] = {
+    cls.__name__: cls
+    for cls in (
+        Sku.LinePlaced,
+        Sku.LineAllocated,
+        Sku.LineBackordered,
+        Sku.LineRejected,
+        Sku.StockReceived,
+        Sku.BackorderFilled,
+        Sku.BackorderCancelled,
+        Sku.AllocationReleased,
+        Sku.LineShipped,
+        Sku.BackorderEtaChanged,
+        Sku.PolicySet,
+        Sku.InboundExpected,
     )
-    tx.execute(
-        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "
-        f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates}",
-        [*keys.values(), *deltas.values()],
-    )
+}
+KINDS: dict[type[Any], str] = {cls: kind for kind, cls in EVENTS.items()}
+# What a Fact keeps of each: the event's fields but the library's bookkeeping, the ids (not
+# plain values: they would make the dict tracked) and what no read model reads.
+UNREAD = frozenset(
+    {"originator_id", "originator_version", "timestamp", "decision_id", "causation_id"}
+    | {"previous_eta"}  # a read model keeps only the date promised now
+)
+FIELDS: dict[str, tuple[str, ...]] = {
+    kind: tuple(spec.name for spec in dataclasses.fields(cls) if spec.name not in UNREAD)
+    for kind, cls in EVENTS.items()
+}
+# Defaults of fields added to an event class after some were recorded (their absence).
+DEFAULTS: dict[str, dict[str, Any]] = {
+    kind: {
+        spec.name: spec.default
+        for spec in dataclasses.fields(cls)
+        if spec.default is not dataclasses.MISSING
+    }
+    for kind, cls in EVENTS.items()
+}
+# The times the read models read: a Fact holds each as ISO-8601 text.
+TIMES = ("occurred_at", "placed_at", "eta", "expected_at")
 
 
-def day_of(moment: datetime) -> date:
-    return moment.date()  # business times are UTC already
+def fact_of(event: object) -> Fact | None:
+    """The Fact of a domain event; None for an event no read model reads."""
+    kind = KINDS.get(type(event))
+    if kind is None:
+        return None
+    fact = {name: getattr(event, name) for name in FIELDS[kind]}  # defaults included
+    for name in TIMES:
+        moment = fact.get(name)
+        if isinstance(moment, datetime):
+            fact[name] = moment.isoformat()  # as the log's transcoder writes it
+    fact["kind"] = kind
+    return fact
+
+
+def day_of(moment: str) -> str:
+    """The UTC day of a business time (business times are UTC already) in ISO text: the
+    first ten characters of its ISO text, which are its `date()`."""
+    return moment[:10]
+
+
+def _text(value: Any) -> str:
+    """A day or time as the streams and keys say it: ISO 8601 on both stores."""
+    return value.isoformat() if isinstance(value, date | datetime) else str(value)
+
+
+Moves = Callable[[Fact], dict[str, int]]
+QueueKey = tuple[str, str, str]  # sku, order_id, line_id
+LineKey = tuple[str, str]  # order_id, line_id
+InboundKey = tuple[str, str]  # sku, inbound_id
 
 
 class Projection:
@@ -52,6 +124,8 @@ class Projection:
     version: ClassVar[int] = 1
     # Further tables of each generation, each behind its own stable view: view -> suffix.
     companions: ClassVar[dict[str, str]] = {}
+    # The primary key of its main table, by which a changed row is read back (Change.lookup).
+    key: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, store: ReadStore) -> None:
         self.store = store
@@ -67,16 +141,48 @@ class Projection:
             **{view: f"{table}_{suffix}" for view, suffix in self.companions.items()},
         }
 
-    @singledispatchmethod
-    def apply(self, event: Any, tx: Tx, table: str) -> Iterable[Change]:
-        """Events that do not concern this read model change nothing."""
-        return ()
+    def apply_page(self, tx: Tx, table: str, facts: Sequence[Fact]) -> set[Change]:
+        """Applies a page of events, in log order, to the generation whose main table is
+        `table`; returns the rows that changed (for the streams)."""
+        raise NotImplementedError
+
+    def apply(self, event: object, tx: Tx, table: str) -> Iterable[Change]:
+        """One domain event: a page of one. Events that do not concern it change nothing."""
+        fact = fact_of(event)
+        return self.apply_page(tx, table, [fact]) if fact is not None else set()
+
+    def change_key(self, row: dict[str, Any]) -> str:
+        """A row's key in its stream (the Change.key its changes carry)."""
+        raise NotImplementedError
+
+
+class _Unset:
+    """No value set in this page (None is a value: a promised date taken away)."""
+
+
+UNSET = _Unset()
 
 
 class BackorderQueue(Projection):
     name = "backorder_queue"
     description = "Every open backorder line, with what is still owed and its promised date."
     version = 2  # version 2 of the contract: eta
+    key = ("sku", "order_id", "line_id")
+    COLUMNS = (
+        "sku",
+        "order_id",
+        "line_id",
+        "customer_id",
+        "priority",
+        "placed_at",
+        "arrival",
+        "line_index",
+        "quantity",
+        "eta",
+    )
+    READS = frozenset(
+        {"LineBackordered", "BackorderEtaChanged", "BackorderFilled", "BackorderCancelled"}
+    )
 
     def create(self, tx: Tx, table: str) -> None:
         ts = self.store.timestamp_type
@@ -92,58 +198,75 @@ class BackorderQueue(Projection):
         )
         tx.execute(f"CREATE INDEX {table}_age ON {table} (placed_at, sku)")
 
-    @singledispatchmethod
-    def apply(self, event: Any, tx: Tx, table: str) -> Iterable[Change]:
-        return ()
-
-    @apply.register
-    def _(self, event: Sku.LineBackordered, tx: Tx, table: str) -> Iterable[Change]:
-        tx.execute(
-            f"INSERT INTO {table} (sku, order_id, line_id, customer_id, priority, placed_at, "
-            "arrival, line_index, quantity, eta) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                event.sku,
-                event.order_id,
-                event.line_id,
-                event.customer_id,
-                event.priority,
-                event.placed_at,
-                event.arrival,
-                event.line_index,
-                event.quantity,
-                event.eta,
-            ],
-        )
-        return [self._change(event)]
-
-    @apply.register
-    def _(self, event: Sku.BackorderEtaChanged, tx: Tx, table: str) -> Iterable[Change]:
-        tx.execute(
-            f"UPDATE {table} SET eta = ? WHERE sku = ? AND order_id = ? AND line_id = ?",
-            [event.eta, event.sku, event.order_id, event.line_id],
-        )
-        return [self._change(event)]
-
-    @apply.register
-    def _(self, event: Sku.BackorderFilled, tx: Tx, table: str) -> Iterable[Change]:
-        return self._owe(tx, table, event, event.remaining_backordered)
-
-    @apply.register
-    def _(self, event: Sku.BackorderCancelled, tx: Tx, table: str) -> Iterable[Change]:
-        return self._owe(tx, table, event, event.remaining_backordered)
-
-    def _owe(self, tx: Tx, table: str, event: Sku.Decided, remaining: int) -> Iterable[Change]:
-        where = "sku = ? AND order_id = ? AND line_id = ?"
-        keys = [event.sku, event.order_id, event.line_id]
-        if remaining:
-            tx.execute(f"UPDATE {table} SET quantity = ? WHERE {where}", [remaining, *keys])
-        else:
-            tx.execute(f"DELETE FROM {table} WHERE {where}", keys)
-        return [self._change(event)]
+    def apply_page(self, tx: Tx, table: str, facts: Sequence[Fact]) -> set[Change]:
+        """A backordered line is inserted; a new promised date or what is still owed is set
+        on it; it is deleted once filled or cancelled to zero."""
+        # Rows the page inserted or deleted, in full (None: deleted); `dropped`: rows from
+        # before the page that it deleted; `patches`: what it set on the other rows.
+        known: dict[QueueKey, list[Any] | None] = {}
+        dropped: set[QueueKey] = set()
+        patches: dict[QueueKey, dict[str, Any]] = {}
+        changes: set[Change] = set()
+        for fact in facts:
+            kind = fact["kind"]
+            if kind not in self.READS:
+                continue
+            key = (fact["sku"], fact["order_id"], fact["line_id"])
+            changes.add(Change("backorder-queue", f"{fact['order_id']}|{fact['line_id']}", key))
+            if kind == "LineBackordered":
+                if known.get(key) is not None:
+                    raise ValueError(f"backorder {key} queued twice")
+                known[key] = [
+                    fact["sku"],
+                    fact["order_id"],
+                    fact["line_id"],
+                    fact["customer_id"],
+                    fact["priority"],
+                    fact["placed_at"],
+                    fact["arrival"],
+                    fact["line_index"],
+                    fact["quantity"],
+                    fact["eta"],
+                ]
+                patches.pop(key, None)  # set on no row, or on one the insert will collide with
+                continue
+            column, value = self._sets(fact)
+            if key in known:
+                row = known[key]
+                if row is None:
+                    continue  # already gone: nothing to set or delete
+                if column is None:
+                    known[key] = None
+                else:
+                    row[self.COLUMNS.index(column)] = value
+            elif column is None:
+                known[key] = None
+                dropped.add(key)
+                patches.pop(key, None)
+            else:
+                patches.setdefault(key, {})[column] = value
+        tx.delete_many(table, self.key, list(dropped))
+        by_columns: dict[tuple[str, ...], list[list[Any]]] = {}
+        for key, patch in patches.items():
+            columns = tuple(sorted(patch))
+            by_columns.setdefault(columns, []).append([*key, *(patch[c] for c in columns)])
+        for columns, rows in by_columns.items():
+            tx.update_many(table, (*self.key, *columns), rows, key=self.key)
+        tx.insert_many(table, self.COLUMNS, [row for row in known.values() if row is not None])
+        return changes
 
     @staticmethod
-    def _change(event: Sku.Decided) -> Change:
-        return Change("backorder-queue", f"{event.order_id}|{event.line_id}")
+    def _sets(fact: Fact) -> tuple[str | None, Any]:
+        """The column a change of the queued line sets, and its value; (None, None): the
+        line was filled or cancelled to zero, its row goes."""
+        if fact["kind"] == "BackorderEtaChanged":
+            return "eta", fact["eta"]
+        if fact["remaining_backordered"]:
+            return "quantity", fact["remaining_backordered"]
+        return None, None
+
+    def change_key(self, row: dict[str, Any]) -> str:
+        return f"{row['order_id']}|{row['line_id']}"
 
 
 class SkuPositions(Projection):
@@ -154,6 +277,7 @@ class SkuPositions(Projection):
     description = "Per SKU: stock, allocations, backorders, expected supply and policy."
     version = 2  # version 2 of the contract: shipped, on_hand, inbound, policy; inbounds
     companions: ClassVar[dict[str, str]] = {"inbounds": "inbounds"}
+    key = ("sku",)
 
     COUNTERS = (
         "received",
@@ -165,6 +289,38 @@ class SkuPositions(Projection):
         "open_backorders",
         "inbound",
     )
+    # What each event adds to its SKU's counters (besides `inbound`, which needs the
+    # inbounds: apply_page). Every one of these makes its SKU known (a row of zeros).
+    MOVES: ClassVar[dict[str, Moves]] = {
+        "LinePlaced": lambda f: {},
+        "StockReceived": lambda f: {
+            "received": f["quantity"],
+            "on_hand": f["quantity"],
+            "available": f["quantity"],
+        },
+        "LineAllocated": lambda f: {"available": -f["quantity"], "allocated": f["quantity"]},
+        "LineBackordered": lambda f: {"backordered": f["quantity"], "open_backorders": 1},
+        "BackorderFilled": lambda f: {
+            "available": -f["quantity"],
+            "allocated": f["quantity"],
+            "backordered": -f["quantity"],
+            "open_backorders": -1 if f["remaining_backordered"] == 0 else 0,
+        },
+        "BackorderCancelled": lambda f: {
+            "backordered": -f["quantity"],
+            "open_backorders": -1 if f["remaining_backordered"] == 0 else 0,
+        },
+        "AllocationReleased": lambda f: {"available": f["quantity"], "allocated": -f["quantity"]},
+        # Allocated units leave the warehouse: they were never available.
+        "LineShipped": lambda f: {
+            "allocated": -f["quantity"],
+            "shipped": f["quantity"],
+            "on_hand": -f["quantity"],
+        },
+        "PolicySet": lambda f: {},
+        "InboundExpected": lambda f: {},
+    }
+    POLICY = ("backorders", "backorder_limit", "max_wait_days")
 
     def create(self, tx: Tx, table: str) -> None:
         counters = ", ".join(f"{c} BIGINT NOT NULL" for c in self.COUNTERS)
@@ -178,153 +334,88 @@ class SkuPositions(Projection):
             f"expected_at {self.store.timestamp_type} NOT NULL, PRIMARY KEY (sku, inbound_id))"
         )
 
-    def _move(self, tx: Tx, table: str, sku: str, **deltas: int) -> Iterable[Change]:
-        """Adds to the SKU's counters; without deltas, makes the SKU known (zeros)."""
-        counters = dict.fromkeys(self.COUNTERS, 0)
-        counters.update(deltas)
-        _add(tx, table, {"sku": sku}, counters)
-        return ()
-
-    def _expected(self, tx: Tx, table: str, sku: str, inbound_id: str) -> int:
-        """What one of the SKU's inbounds still expects: 0 if it has none of that id."""
-        row = tx.one(
-            f"SELECT quantity FROM {self.views(table)['inbounds']} "
-            "WHERE sku = ? AND inbound_id = ?",
-            [sku, inbound_id],
-        )
-        return 0 if row is None else int(row["quantity"])
-
-    @singledispatchmethod
-    def apply(self, event: Any, tx: Tx, table: str) -> Iterable[Change]:
-        return ()
-
-    @apply.register
-    def _(self, event: Sku.LinePlaced, tx: Tx, table: str) -> Iterable[Change]:
-        return self._move(tx, table, event.sku)
-
-    @apply.register
-    def _(self, event: Sku.StockReceived, tx: Tx, table: str) -> Iterable[Change]:
-        q = event.quantity
-        taken = 0
-        if event.inbound_id is not None:
-            # As the SKU does: the receipt takes its quantity off that inbound, never below
-            # zero; at zero the inbound is closed. An id the SKU does not have takes nothing.
-            expected = self._expected(tx, table, event.sku, event.inbound_id)
-            taken = min(q, expected)
-            if taken:
-                self._expect(
-                    tx,
-                    table,
-                    event.sku,
-                    event.inbound_id,
-                    quantity=expected - taken,
-                    expected_at=None,
-                )
-        return self._move(tx, table, event.sku, received=q, on_hand=q, available=q, inbound=-taken)
-
-    @apply.register
-    def _(self, event: Sku.LineAllocated, tx: Tx, table: str) -> Iterable[Change]:
-        q = event.quantity
-        return self._move(tx, table, event.sku, available=-q, allocated=q)
-
-    @apply.register
-    def _(self, event: Sku.LineBackordered, tx: Tx, table: str) -> Iterable[Change]:
-        return self._move(tx, table, event.sku, backordered=event.quantity, open_backorders=1)
-
-    @apply.register
-    def _(self, event: Sku.BackorderFilled, tx: Tx, table: str) -> Iterable[Change]:
-        q = event.quantity
-        closed = 1 if event.remaining_backordered == 0 else 0
-        return self._move(
-            tx,
-            table,
-            event.sku,
-            available=-q,
-            allocated=q,
-            backordered=-q,
-            open_backorders=-closed,
-        )
-
-    @apply.register
-    def _(self, event: Sku.BackorderCancelled, tx: Tx, table: str) -> Iterable[Change]:
-        closed = 1 if event.remaining_backordered == 0 else 0
-        return self._move(
-            tx, table, event.sku, backordered=-event.quantity, open_backorders=-closed
-        )
-
-    @apply.register
-    def _(self, event: Sku.AllocationReleased, tx: Tx, table: str) -> Iterable[Change]:
-        q = event.quantity
-        return self._move(tx, table, event.sku, available=q, allocated=-q)
-
-    @apply.register
-    def _(self, event: Sku.LineShipped, tx: Tx, table: str) -> Iterable[Change]:
-        # Allocated units leave the warehouse: they were never available.
-        q = event.quantity
-        return self._move(tx, table, event.sku, allocated=-q, shipped=q, on_hand=-q)
-
-    @apply.register
-    def _(self, event: Sku.PolicySet, tx: Tx, table: str) -> Iterable[Change]:
-        self._move(tx, table, event.sku)
-        tx.execute(
-            f"UPDATE {table} SET backorders = ?, backorder_limit = ?, max_wait_days = ? "
-            "WHERE sku = ?",
-            [
-                event.backorders,
-                event.limit if event.backorders == "limit" else None,
-                event.max_wait_days,
-                event.sku,
-            ],
-        )
-        return ()
-
-    @apply.register
-    def _(self, event: Sku.InboundExpected, tx: Tx, table: str) -> Iterable[Change]:
-        # A revision replaces the inbound's quantity and date; 0 withdraws it.
-        before = self._expected(tx, table, event.sku, event.inbound_id)
-        self._expect(
-            tx,
-            table,
-            event.sku,
-            event.inbound_id,
-            quantity=event.quantity,
-            expected_at=event.expected_at,
-        )
-        return self._move(tx, table, event.sku, inbound=event.quantity - before)
-
-    def _expect(
-        self,
-        tx: Tx,
-        table: str,
-        sku: str,
-        inbound_id: str,
-        *,
-        quantity: int,
-        expected_at: datetime | None,
-    ) -> None:
-        """Sets what an inbound still expects (and, if given, its date); 0 closes it."""
+    def apply_page(self, tx: Tx, table: str, facts: Sequence[Fact]) -> set[Change]:
+        """Counters summed per SKU; the latest policy per SKU; each inbound the page names
+        followed from what it expected before the page to what it expects after it."""
         inbounds = self.views(table)["inbounds"]
-        keys = [sku, inbound_id]
-        if not quantity:
-            tx.execute(f"DELETE FROM {inbounds} WHERE sku = ? AND inbound_id = ?", keys)
-        elif expected_at is None:
-            tx.execute(
-                f"UPDATE {inbounds} SET quantity = ? WHERE sku = ? AND inbound_id = ?",
-                [quantity, *keys],
+        named = {
+            (f["sku"], f["inbound_id"])
+            for f in facts
+            if f["kind"] == "InboundExpected" or (f["kind"] == "StockReceived" and f["inbound_id"])
+        }
+        # What each inbound named still expects, and when: None once it is not open.
+        expecting: dict[InboundKey, tuple[int, Any] | None] = dict.fromkeys(named)
+        for found in tx.select_many(inbounds, ("sku", "inbound_id"), sorted(named)):
+            expecting[found["sku"], found["inbound_id"]] = (
+                int(found["quantity"]),
+                found["expected_at"],
             )
-        else:
-            tx.execute(
-                f"INSERT INTO {inbounds} (sku, inbound_id, quantity, expected_at) "
-                "VALUES (?, ?, ?, ?) ON CONFLICT (sku, inbound_id) DO UPDATE SET "
-                "quantity = excluded.quantity, expected_at = excluded.expected_at",
-                [*keys, quantity, expected_at],
-            )
+        changed: set[InboundKey] = set()
+        counters: dict[str, dict[str, int]] = {}
+        policies: dict[str, tuple[Any, ...]] = {}
+        for fact in facts:
+            moves = self.MOVES.get(fact["kind"])
+            if moves is None:
+                continue
+            row = counters.get(fact["sku"])
+            if row is None:
+                row = counters[fact["sku"]] = dict.fromkeys(self.COUNTERS, 0)
+            for column, amount in moves(fact).items():
+                row[column] += amount
+            if fact["kind"] == "StockReceived" and fact["inbound_id"]:
+                # As the SKU does: the receipt takes its quantity off that inbound, never
+                # below zero; at zero the inbound is closed. An id the SKU does not have
+                # takes nothing.
+                inbound = (fact["sku"], fact["inbound_id"])
+                before = expecting[inbound]
+                expected = before[0] if before else 0
+                taken = min(fact["quantity"], expected)
+                if taken and before:
+                    left = expected - taken
+                    expecting[inbound] = (left, before[1]) if left else None
+                    changed.add(inbound)
+                    row["inbound"] -= taken
+            elif fact["kind"] == "InboundExpected":
+                # A revision replaces the inbound's quantity and date; 0 withdraws it.
+                inbound = (fact["sku"], fact["inbound_id"])
+                before = expecting[inbound]
+                quantity = fact["quantity"]
+                expecting[inbound] = (quantity, fact["expected_at"]) if quantity else None
+                changed.add(inbound)
+                row["inbound"] += quantity - (before[0] if before else 0)
+            elif fact["kind"] == "PolicySet":
+                limit = fact["limit"] if fact["backorders"] == "limit" else None
+                policies[fact["sku"]] = (fact["backorders"], limit, fact["max_wait_days"])
+        tx.upsert_many(
+            table,
+            ("sku", *self.COUNTERS),
+            [(sku, *(row[c] for c in self.COUNTERS)) for sku, row in counters.items()],
+            key=self.key,
+            add=self.COUNTERS,
+        )
+        tx.update_many(
+            table,
+            ("sku", *self.POLICY),
+            [(sku, *policy) for sku, policy in policies.items()],
+            key=self.key,
+        )
+        key = ("sku", "inbound_id")
+        tx.delete_many(inbounds, key, [i for i in changed if expecting[i] is None])
+        tx.upsert_many(
+            inbounds,
+            (*key, "quantity", "expected_at"),
+            [(*i, *now) for i in changed if (now := expecting[i]) is not None],
+            key=key,
+            replace=("quantity", "expected_at"),
+        )
+        return set()
 
 
 class DemandHistory(Projection):
     name = "demand_daily"
     description = "Per SKU and UTC day of the business time: units moved, by kind."
     version = 2  # version 2 of the contract: shipped, expired
+    key = ("sku", "day")
 
     # New counters go last: CSV readers of version 1 keep their columns where they were.
     COUNTERS = (
@@ -338,6 +429,26 @@ class DemandHistory(Projection):
         "shipped",
         "expired",
     )
+    # What each event counts, on the day of its business time.
+    COUNTS: ClassVar[dict[str, Moves]] = {
+        # Cancelled before placement counts on the order's day: that is when it was placed.
+        "LinePlaced": lambda f: {
+            "ordered": f["ordered"],
+            "cancelled": f["cancelled_before_placement"],
+        },
+        "LineAllocated": lambda f: {"allocated": f["quantity"]},
+        "LineBackordered": lambda f: {"backordered": f["quantity"]},
+        "BackorderFilled": lambda f: {"filled": f["quantity"]},
+        # An expiry is a cancellation too (by the tick, on the tick's day): in both counters.
+        "BackorderCancelled": lambda f: {
+            "cancelled": f["quantity"],
+            "expired": f["quantity"] if f["reason"] == "expired" else 0,
+        },
+        "AllocationReleased": lambda f: {"cancelled": f["quantity"]},
+        "LineRejected": lambda f: {"rejected": f["quantity"]},
+        "StockReceived": lambda f: {"received": f["quantity"]},
+        "LineShipped": lambda f: {"shipped": f["quantity"]},
+    }
 
     def create(self, tx: Tx, table: str) -> None:
         counters = ", ".join(f"{c} BIGINT NOT NULL" for c in self.COUNTERS)
@@ -346,63 +457,62 @@ class DemandHistory(Projection):
             f"{counters}, PRIMARY KEY (sku, day))"
         )
 
-    def _count(self, tx: Tx, table: str, event: Any, **deltas: int) -> Iterable[Change]:
-        day = day_of(event.occurred_at)
-        counters = dict.fromkeys(self.COUNTERS, 0)
-        counters.update(deltas)
-        _add(tx, table, {"sku": event.sku, "day": day}, counters)
-        return [Change("demand-history", f"{event.sku}|{day.isoformat()}")]
-
-    @singledispatchmethod
-    def apply(self, event: Any, tx: Tx, table: str) -> Iterable[Change]:
-        return ()
-
-    @apply.register
-    def _(self, event: Sku.LinePlaced, tx: Tx, table: str) -> Iterable[Change]:
-        # Cancelled before placement counts on the order's day: that is when it was placed.
-        return self._count(
-            tx, table, event, ordered=event.ordered, cancelled=event.cancelled_before_placement
+    def apply_page(self, tx: Tx, table: str, facts: Sequence[Fact]) -> set[Change]:
+        """Counters summed per SKU and day, then added to the rows (made if new)."""
+        days: dict[tuple[str, str], dict[str, int]] = {}
+        for fact in facts:
+            counts = self.COUNTS.get(fact["kind"])
+            if counts is None:
+                continue
+            key = (fact["sku"], day_of(fact["occurred_at"]))
+            row = days.get(key)
+            if row is None:
+                row = days[key] = dict.fromkeys(self.COUNTERS, 0)
+            for column, amount in counts(fact).items():
+                row[column] += amount
+        tx.upsert_many(
+            table,
+            ("sku", "day", *self.COUNTERS),
+            [(sku, day, *(row[c] for c in self.COUNTERS)) for (sku, day), row in days.items()],
+            key=self.key,
+            add=self.COUNTERS,
         )
+        return {Change("demand-history", f"{sku}|{day}", (sku, day)) for sku, day in days}
 
-    @apply.register
-    def _(self, event: Sku.LineAllocated, tx: Tx, table: str) -> Iterable[Change]:
-        return self._count(tx, table, event, allocated=event.quantity)
-
-    @apply.register
-    def _(self, event: Sku.LineBackordered, tx: Tx, table: str) -> Iterable[Change]:
-        return self._count(tx, table, event, backordered=event.quantity)
-
-    @apply.register
-    def _(self, event: Sku.BackorderFilled, tx: Tx, table: str) -> Iterable[Change]:
-        return self._count(tx, table, event, filled=event.quantity)
-
-    @apply.register
-    def _(self, event: Sku.BackorderCancelled, tx: Tx, table: str) -> Iterable[Change]:
-        # An expiry is a cancellation too (by the tick, on the tick's day): in both counters.
-        expired = event.quantity if event.reason == "expired" else 0
-        return self._count(tx, table, event, cancelled=event.quantity, expired=expired)
-
-    @apply.register
-    def _(self, event: Sku.AllocationReleased, tx: Tx, table: str) -> Iterable[Change]:
-        return self._count(tx, table, event, cancelled=event.quantity)
-
-    @apply.register
-    def _(self, event: Sku.LineRejected, tx: Tx, table: str) -> Iterable[Change]:
-        return self._count(tx, table, event, rejected=event.quantity)
-
-    @apply.register
-    def _(self, event: Sku.StockReceived, tx: Tx, table: str) -> Iterable[Change]:
-        return self._count(tx, table, event, received=event.quantity)
-
-    @apply.register
-    def _(self, event: Sku.LineShipped, tx: Tx, table: str) -> Iterable[Change]:
-        return self._count(tx, table, event, shipped=event.quantity)
+    def change_key(self, row: dict[str, Any]) -> str:
+        return f"{row['sku']}|{_text(row['day'])}"
 
 
 class OrderStatus(Projection):
     name = "order_lines"
     description = "Per order line: ordered, allocated, backordered, shipped, cancelled, rejected."
     version = 2  # version 2 of the contract: shipped, eta
+    key = ("order_id", "line_id")
+
+    COLUMNS = (
+        "order_id",
+        "line_id",
+        "sku",
+        "customer_id",
+        "ordered",
+        "allocated",
+        "backordered",
+        "shipped",
+        "cancelled",
+        "rejected",
+        "eta",
+        "placed_at",
+    )
+    COUNTERS = ("allocated", "backordered", "shipped", "cancelled", "rejected")
+    MOVES: ClassVar[dict[str, Moves]] = {
+        "LineAllocated": lambda f: {"allocated": f["quantity"]},
+        "LineBackordered": lambda f: {"backordered": f["quantity"]},
+        "BackorderFilled": lambda f: {"backordered": -f["quantity"], "allocated": f["quantity"]},
+        "BackorderCancelled": lambda f: {"backordered": -f["quantity"], "cancelled": f["quantity"]},
+        "AllocationReleased": lambda f: {"allocated": -f["quantity"], "cancelled": f["quantity"]},
+        "LineShipped": lambda f: {"allocated": -f["quantity"], "shipped": f["quantity"]},
+        "LineRejected": lambda f: {"rejected": f["quantity"]},
+    }
 
     def create(self, tx: Tx, table: str) -> None:
         ts = self.store.timestamp_type
@@ -415,86 +525,83 @@ class OrderStatus(Projection):
         )
         tx.execute(f"CREATE INDEX {table}_by_sku ON {table} (sku)")
 
-    def _line(self, tx: Tx, table: str, event: Sku.Decided, **deltas: int) -> Iterable[Change]:
-        sets = ", ".join(f"{column} = {column} + ?" for column in deltas)
-        tx.execute(
-            f"UPDATE {table} SET {sets} WHERE order_id = ? AND line_id = ?",
-            [*deltas.values(), event.order_id, event.line_id],
+    @staticmethod
+    def _promised(fact: Fact) -> Any:
+        """The date the event promises for the line's queued units (None once none are
+        queued), or UNSET if it says nothing of it."""
+        if fact["kind"] in ("LineBackordered", "BackorderEtaChanged"):
+            return fact["eta"]
+        if (
+            fact["kind"] in ("BackorderFilled", "BackorderCancelled")
+            and not fact["remaining_backordered"]
+        ):
+            return None
+        return UNSET
+
+    def apply_page(self, tx: Tx, table: str, facts: Sequence[Fact]) -> set[Change]:
+        """A placed line is inserted; what the page moves is summed per line and added to
+        it; the last date promised in the page is set on it."""
+        placed: dict[LineKey, dict[str, Any]] = {}  # lines placed in this page, in full
+        moved: dict[LineKey, dict[str, int]] = {}  # what the page adds to lines from before it
+        promised: dict[LineKey, Any] = {}  # the last date it promised lines from before it
+        for fact in facts:
+            kind = fact["kind"]
+            if kind == "LinePlaced":
+                key = (fact["order_id"], fact["line_id"])
+                if key in placed:
+                    raise ValueError(f"order line {key} placed twice")
+                placed[key] = {
+                    "order_id": fact["order_id"],
+                    "line_id": fact["line_id"],
+                    "sku": fact["sku"],
+                    "customer_id": fact["customer_id"],
+                    "ordered": fact["ordered"],
+                    "allocated": 0,
+                    "backordered": 0,
+                    "shipped": 0,
+                    "cancelled": fact["cancelled_before_placement"],
+                    "rejected": 0,
+                    "eta": None,
+                    "placed_at": fact["occurred_at"],
+                }
+                # Set on no row, or on one the insert will collide with.
+                moved.pop(key, None)
+                promised.pop(key, None)
+                continue
+            moves = self.MOVES.get(kind)
+            eta = self._promised(fact)
+            if moves is None and eta is UNSET:
+                continue
+            key = (fact["order_id"], fact["line_id"])
+            line = placed.get(key)
+            if moves is not None:
+                target = line if line is not None else moved.get(key)
+                if target is None:
+                    target = moved[key] = dict.fromkeys(self.COUNTERS, 0)
+                for column, amount in moves(fact).items():
+                    target[column] += amount
+            if eta is not UNSET:
+                if line is not None:
+                    line["eta"] = eta
+                else:
+                    promised[key] = eta
+        tx.insert_many(
+            table, self.COLUMNS, [[row[c] for c in self.COLUMNS] for row in placed.values()]
         )
-        return ()
-
-    def _promise(
-        self, tx: Tx, table: str, event: Sku.Decided, eta: datetime | None
-    ) -> Iterable[Change]:
-        """The date promised for the line's queued units; None once none are queued."""
-        tx.execute(
-            f"UPDATE {table} SET eta = ? WHERE order_id = ? AND line_id = ?",
-            [eta, event.order_id, event.line_id],
+        tx.update_many(
+            table,
+            (*self.key, *self.COUNTERS),
+            [(*key, *(row[c] for c in self.COUNTERS)) for key, row in moved.items()],
+            key=self.key,
+            add=self.COUNTERS,
         )
-        return ()
-
-    @singledispatchmethod
-    def apply(self, event: Any, tx: Tx, table: str) -> Iterable[Change]:
-        return ()
-
-    @apply.register
-    def _(self, event: Sku.LinePlaced, tx: Tx, table: str) -> Iterable[Change]:
-        tx.execute(
-            f"INSERT INTO {table} (order_id, line_id, sku, customer_id, ordered, allocated, "
-            "backordered, shipped, cancelled, rejected, eta, placed_at) "
-            "VALUES (?, ?, ?, ?, ?, 0, 0, 0, ?, 0, NULL, ?)",
-            [
-                event.order_id,
-                event.line_id,
-                event.sku,
-                event.customer_id,
-                event.ordered,
-                event.cancelled_before_placement,
-                event.occurred_at,
-            ],
+        tx.update_many(
+            table,
+            (*self.key, "eta"),
+            [(*key, eta) for key, eta in promised.items()],
+            key=self.key,
         )
-        return ()
-
-    @apply.register
-    def _(self, event: Sku.LineAllocated, tx: Tx, table: str) -> Iterable[Change]:
-        return self._line(tx, table, event, allocated=event.quantity)
-
-    @apply.register
-    def _(self, event: Sku.LineBackordered, tx: Tx, table: str) -> Iterable[Change]:
-        self._promise(tx, table, event, event.eta)
-        return self._line(tx, table, event, backordered=event.quantity)
-
-    @apply.register
-    def _(self, event: Sku.BackorderEtaChanged, tx: Tx, table: str) -> Iterable[Change]:
-        return self._promise(tx, table, event, event.eta)
-
-    @apply.register
-    def _(self, event: Sku.BackorderFilled, tx: Tx, table: str) -> Iterable[Change]:
-        q = event.quantity
-        if not event.remaining_backordered:
-            self._promise(tx, table, event, None)
-        return self._line(tx, table, event, backordered=-q, allocated=q)
-
-    @apply.register
-    def _(self, event: Sku.BackorderCancelled, tx: Tx, table: str) -> Iterable[Change]:
-        q = event.quantity
-        if not event.remaining_backordered:
-            self._promise(tx, table, event, None)
-        return self._line(tx, table, event, backordered=-q, cancelled=q)
-
-    @apply.register
-    def _(self, event: Sku.AllocationReleased, tx: Tx, table: str) -> Iterable[Change]:
-        q = event.quantity
-        return self._line(tx, table, event, allocated=-q, cancelled=q)
-
-    @apply.register
-    def _(self, event: Sku.LineShipped, tx: Tx, table: str) -> Iterable[Change]:
-        q = event.quantity
-        return self._line(tx, table, event, allocated=-q, shipped=q)
-
-    @apply.register
-    def _(self, event: Sku.LineRejected, tx: Tx, table: str) -> Iterable[Change]:
-        return self._line(tx, table, event, rejected=event.quantity)
+        return set()
 
 
 PROJECTIONS: tuple[type[Projection], ...] = (

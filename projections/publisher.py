@@ -18,14 +18,23 @@ from services.adapters.logs import get_logger
 from services.adapters.metrics import PUBLISHED
 from services.adapters.retries import supervise
 from services.adapters.settings import Settings
+from services.adapters.wakeup import Wakeup
 
 log = get_logger(__name__)
 
 
 async def publish_changes(
-    models: ReadModels, producer: AIOKafkaProducer, settings: Settings, stopping: asyncio.Event
+    models: ReadModels,
+    producer: AIOKafkaProducer,
+    settings: Settings,
+    stopping: asyncio.Event,
+    changed: Wakeup | None = None,
 ) -> None:
-    """Publishes the outbox in order while this process leads (see services.adapters.leadership)."""
+    """Publishes the outbox in order while this process leads (see services.adapters.leadership).
+
+    With the outbox empty it waits for `changed` (which the read models' feed sets after a
+    commit that queued changes: projections.runner.follow) for at most its idle interval;
+    without one, it polls at that interval."""
     topics = {
         "demand-history": settings.topics.demand_history,
         "backorder-queue": settings.topics.backorder_queue,
@@ -37,6 +46,9 @@ async def publish_changes(
         if not await asyncio.to_thread(leadership.lead):
             idle = STANDBY_RETRY  # another process publishes the changes
         elif await _publish_page(models, producer, topics):
+            return
+        elif changed is not None:
+            await changed.wait(idle, stopping)
             return
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stopping.wait(), timeout=idle)

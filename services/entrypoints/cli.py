@@ -406,15 +406,16 @@ def projections_status() -> None:
 @projections.command("rebuild")
 def projections_rebuild(
     name: Annotated[
-        str,
+        str | None,
         typer.Argument(
             help="backorder_queue, sku_positions, demand_daily, order_lines (or queue, "
-            "positions, demand, orders), or all."
+            "positions, demand, orders); none (or all): every read model, in one pass."
         ),
-    ],
+    ] = None,
 ) -> None:
-    """Rebuild a read model from position zero into fresh tables while the live one keeps
-    serving, then swap it in atomically."""
+    """Rebuild read models from position zero into fresh tables while the live ones keep
+    serving, then swap them in atomically: all of them in one pass over the log, or the
+    one named."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -427,9 +428,9 @@ def projections_rebuild(
     from projections.models import ALIASES, NAMES
     from services.entrypoints.bootstrap import build_allocation, build_read_models
 
-    names = list(NAMES) if name == "all" else [ALIASES.get(name, name)]
-    unknown = [n for n in names if n not in NAMES]
-    if unknown:
+    every = name is None or name == "all"
+    chosen = None if name is None else ALIASES.get(name, name)
+    if not every and chosen not in NAMES:
         console.print(f"[red]unknown read model {name!r}[/red]; choose from {', '.join(NAMES)}")
         raise typer.Exit(2)
     settings = _settings()
@@ -442,17 +443,25 @@ def projections_rebuild(
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     )
+    what = "every read model" if every else str(chosen)
     with Progress(*columns, console=console) as progress:
-        for each in names:
-            task = progress.add_task(f"rebuilding {each}", total=models.head() or None, rate="-")
+        task: TaskID = progress.add_task(
+            f"rebuilding {what}", total=models.head() or None, rate="-"
+        )
 
-            def advance(done: int, total: int, task: TaskID = task) -> None:
-                elapsed = progress.tasks[task].elapsed or 0
-                rate = f"{done / elapsed:,.0f}" if elapsed > 0 else "-"
-                progress.update(task, completed=done, total=total, rate=rate)
+        def advance(done: int, total: int) -> None:
+            elapsed = progress.tasks[task].elapsed or 0
+            rate = f"{done / elapsed:,.0f}" if elapsed > 0 else "-"
+            progress.update(task, completed=done, total=total, rate=rate)
 
-            live = models.rebuild(each, advance)
-            progress.update(task, description=f"rebuilt {each} (generation {live.generation})")
+        if every:
+            rebuilt = models.rebuild_all(advance)
+        else:
+            assert chosen is not None
+            rebuilt = {chosen: models.rebuild(chosen, advance)}
+        progress.update(task, description=f"rebuilt {what}")
+    for each, live in rebuilt.items():
+        console.print(f"{each}: generation {live.generation}, position {live.position}")
 
 
 dlq = typer.Typer(help="The dead-letter topic: list it, re-drive from it.", no_args_is_help=True)

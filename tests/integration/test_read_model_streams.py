@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
+import uuid
 from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
 from aiokafka.structs import ConsumerRecord
+from eventsourcing.persistence import Tracking
 
+from events.commands import ReceiveStock, SkuCommands
+from projections.publisher import publish_changes
+from projections.runner import follow
+from services.adapters.kafka import ensure_topics, make_producer
+from services.adapters.wakeup import Wakeup
+from services.entrypoints.bootstrap import build_allocation, build_read_models
 from tests.harness import (
     T0,
     as_json,
@@ -25,6 +34,7 @@ from tests.harness import (
     running,
     shipment,
     tick,
+    until,
 )
 
 pytestmark = pytest.mark.kafka
@@ -202,3 +212,52 @@ async def test_the_whole_life_of_a_backorder_reaches_the_api_and_the_streams(
     assert tick_day is not None
     assert (ordered_day["shipped"], ordered_day["expired"]) == (2, 0)
     assert (tick_day["cancelled"], tick_day["expired"]) == (3, 3)
+
+
+async def test_the_publisher_is_woken_by_the_commit_that_queued_changes_not_by_its_timer(
+    kafka_bootstrap: str, database_url: str
+) -> None:
+    """Its idle wait is two minutes here, yet the changes reach the topic at once: the feed
+    wakes it after the commit that queued them (projections.runner.follow)."""
+    settings = isolated_settings(kafka_bootstrap, database_url, relay_idle_interval=30)
+    await ensure_topics(settings)
+    allocation = build_allocation(settings)
+    models = build_read_models(settings, allocation)
+
+    class Watched(Wakeup):
+        waits = 0
+
+        async def wait(self, seconds: float, stopping: asyncio.Event | None = None) -> None:
+            self.waits += 1
+            await super().wait(seconds, stopping)
+
+    changed, stopping = Watched(), asyncio.Event()
+    producer = make_producer(settings)
+    await producer.start()
+    publisher = asyncio.create_task(
+        publish_changes(models, producer, settings, stopping, changed=changed)
+    )
+    feed = asyncio.create_task(follow(models, stopping, idle=0.02, changed=changed))
+    try:
+        await until(lambda: changed.waits > 0, what="the publisher idle, waiting")
+        cause = {"causation_id": uuid.uuid4(), "occurred_at": T0}
+        allocation.apply_commands(
+            [
+                SkuCommands(
+                    sku="S",
+                    position=1000,
+                    commands=[ReceiveStock(**cause, receipt_id="R-1", quantity=4)],
+                )
+            ],
+            Tracking("sku-commands-0", 1000),
+        )
+        demand = await read_topic(
+            settings, settings.topics.demand_history, until=lambda r: len(r) >= 1, timeout=60
+        )
+    finally:
+        stopping.set()
+        await asyncio.gather(publisher, feed)
+        await producer.stop()
+
+    assert [record.key for record in demand] == [b"S|2026-11-25"]
+    assert json.loads(demand[0].value)["received"] == 4

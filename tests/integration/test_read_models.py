@@ -10,6 +10,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 from uuid import NAMESPACE_URL, uuid5
 
+import pytest
 from eventsourcing.persistence import Tracking
 
 from events.commands import (
@@ -25,6 +26,7 @@ from events.commands import (
     Tick,
     TickCommand,
 )
+from projections.models import NAMES
 from projections.queries import FILL_ORDER
 from projections.runner import Live, ReadModels
 from projections.store import ReadStore
@@ -296,10 +298,14 @@ def _assert_equal(projected: dict[str, Any], expected: dict[str, Any]) -> None:
         assert projected[name] == rows, name
 
 
-def test_every_read_model_equals_a_recomputation_from_the_decisions(database_url: str) -> None:
+@pytest.mark.parametrize("page", [500, 5000])
+def test_every_read_model_equals_a_recomputation_from_the_decisions(
+    database_url: str, page: int
+) -> None:
+    """In pages of 500 events, or the whole log in one (as the feed takes it when behind)."""
     allocation = _allocation(database_url, seed=11)
     models = ReadModels(ReadStore(database_url), allocation)
-    _drain(models)
+    _drain(models, page)
 
     projected, expected = _projected(models.store), _recomputed(allocation)
     _assert_equal(projected, expected)
@@ -348,9 +354,19 @@ def test_a_rebuild_equals_the_live_read_model_row_by_row(database_url: str) -> N
         assert _table(models.store, name) == live[name], name
     assert _table(models.store, "inbounds") == live["inbounds"]  # rebuilt with sku_positions
 
+    # All of them in one pass over the log, in pages smaller than the log.
+    head = models.head()
+    assert models.rebuild_all(page=300) == {
+        name: Live(generation=3, position=head) for name in NAMES
+    }
+    assert models.live() == {name: Live(generation=3, position=head) for name in NAMES}
+    for name in TABLE_ORDER:
+        assert _table(models.store, name) == live[name], name
 
+
+@pytest.mark.parametrize("rebuilt", ["order_lines", "all"])
 def test_the_live_read_model_keeps_serving_and_advancing_during_a_rebuild(
-    database_url: str,
+    database_url: str, rebuilt: str
 ) -> None:
     allocation = _allocation(database_url, seed=14, inputs=150)
     models = ReadModels(ReadStore(database_url), allocation)
@@ -366,12 +382,18 @@ def test_the_live_read_model_keeps_serving_and_advancing_during_a_rebuild(
             models.catch_up()  # the live model keeps taking events...
             served.append(len(models.store.read("SELECT * FROM order_lines")))  # ...and serving
 
-    models.rebuild("order_lines", meanwhile, page=10)
+    if rebuilt == "all":
+        models.rebuild_all(meanwhile, page=10)
+    else:
+        models.rebuild(rebuilt, meanwhile, page=10)
     _drain(models)
 
     assert served
     assert served[-1] >= served[0]
     projected, expected = _projected(models.store), _recomputed(allocation)
+    if rebuilt == "all":
+        _assert_equal(projected, expected)
+        assert {live.generation for live in models.live().values()} == {2}
     assert projected["order_lines"] == expected["order_lines"]
     assert models.live()["order_lines"].position == models.head()
 

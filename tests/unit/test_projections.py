@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import sqlite3
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -14,19 +16,25 @@ from eventsourcing.persistence import Tracking
 from events.commands import ExpectInbound, PlaceLine, ReceiveStock, ShipLine, SkuCommands
 from events.commands import ShipmentSource as CommandSource
 from projections.models import (
+    EVENTS,
+    PROJECTIONS,
     BackorderQueue,
     Change,
     DemandHistory,
     OrderStatus,
     Projection,
     SkuPositions,
+    fact_of,
 )
 from projections.queries import FILL_ORDER, order_status
-from projections.runner import ReadModels
+from projections.runner import AllocationLog, ReadModels, follow
 from projections.store import ReadStore
 from services.adapters.store import application_env
+from services.adapters.wakeup import Wakeup
 from services.allocation.application import Allocation
 from services.allocation.domain import Sku
+from services.operations.replay import events_of
+from tests.harness import until
 from tests.unit.stories import T0, SkuStory, cause_id
 
 
@@ -541,3 +549,134 @@ def test_the_streamed_rows_carry_the_new_columns(tmp_path: Path) -> None:
     assert (queued["quantity"], queued["eta"]) == (3, "2026-11-29T10:00:00+00:00")
     demand = json.loads(latest["demand-history", "S|2026-11-25"])
     assert (demand["shipped"], demand["expired"], demand["received"]) == (1, 0, 2)
+
+
+# --- pages: the read models take the log a page at a time ---------------------------------
+
+
+def _full_log(tmp_path: Path, seed: int = 21) -> Allocation:
+    """An allocation log with every kind of event the read models read, over several SKUs
+    (the integration tests' history: policies, inbounds, receipts against them, shipments,
+    expiries, cancellations, rejections)."""
+    from tests.integration.test_read_models import full_history
+
+    allocation = Allocation(env=application_env(f"sqlite:///{tmp_path}/log", "allocation"))
+    history = full_history(seed, inputs=300)
+    for start in range(0, len(history), 50):
+        allocation.apply_commands(history[start : start + 50], Tracking("history", start + 1))
+    return allocation
+
+
+def _every_row(store: ReadStore, projection: Projection, table: str) -> dict[str, Any]:
+    """Each of the generation's tables, row by row (their keys are their first columns)."""
+    return {
+        view: store.read(f"SELECT * FROM {view_table} ORDER BY 1, 2, 3")
+        for view, view_table in projection.views(table).items()
+    }
+
+
+@pytest.mark.parametrize("page", [100_000, 37])
+def test_a_page_applied_at_once_leaves_the_rows_its_events_leave_one_by_one(
+    tmp_path: Path, store: ReadStore, page: int
+) -> None:
+    allocation = _full_log(tmp_path)
+    events = [event for _, event in events_of(allocation)]
+    log = AllocationLog(allocation)
+    for projection in (kind(store) for kind in PROJECTIONS):
+        one_by_one, paged = f"{projection.name}_one_by_one", f"{projection.name}_paged"
+        kinds: set[str] = set()
+        with store.transaction() as tx:
+            projection.create(tx, one_by_one)
+            projection.create(tx, paged)
+            singly: set[Change] = set()
+            for event in events:
+                singly.update(projection.apply(event, tx, one_by_one))
+            at_once: set[Change] = set()
+            position = 0
+            while (found := log.page(position, page)).count:
+                at_once.update(projection.apply_page(tx, paged, found.facts))
+                kinds.update(fact["kind"] for fact in found.facts)
+                position = found.last
+
+        assert kinds == set(EVENTS), "the log has every kind of event the read models read"
+        expected = _every_row(store, projection, one_by_one)
+        assert all(expected.values()), f"{projection.name}: rows to compare"
+        assert _every_row(store, projection, paged) == expected, projection.name
+        assert at_once == singly, f"{projection.name}: the same rows changed, for the streams"
+
+
+def test_the_log_is_read_as_the_mapper_reads_it(tmp_path: Path, store: ReadStore) -> None:
+    """The runner decodes the stored state itself (orjson, only what the read models read):
+    each event reads as the library's mapper decodes it, times in ISO text."""
+    allocation = _full_log(tmp_path, seed=22)
+    # An event recorded before its class had `eta` (version 1 of the contract): no field.
+    with sqlite3.connect(tmp_path / "log-allocation.db") as connection:
+        [(rowid, state)] = connection.execute(
+            "SELECT rowid, state FROM stored_events WHERE topic LIKE '%.LineBackordered' LIMIT 1"
+        ).fetchall()
+        older = json.loads(state)
+        del older["eta"]
+        connection.execute(
+            "UPDATE stored_events SET state = ? WHERE rowid = ?",
+            [json.dumps(older).encode(), rowid],
+        )
+    log = AllocationLog(allocation)
+    assert log.plain_json
+
+    page = log.page(0, 100_000)
+    by_position = {fact.pop("notification_id"): fact for fact in page.facts}
+    expected = {
+        position: fact
+        for position, event in events_of(allocation)
+        if (fact := fact_of(event)) is not None
+    }
+
+    assert by_position == expected
+    assert by_position[rowid]["eta"] is None  # the class's default
+    assert page.count == allocation.recorder.max_notification_id()
+    assert len(page.facts) < page.count, "events no read model reads are skipped"
+
+
+async def test_the_feed_is_woken_by_a_commit_to_the_log_and_wakes_the_publisher(
+    tmp_path: Path, store: ReadStore
+) -> None:
+    """With an hour to wait when idle, the read models still follow a new event at once:
+    they wait on the log's Wakeup; a commit that queued changes sets the publisher's."""
+    allocation = _an_allocation_log(tmp_path)
+    models = ReadModels(store, allocation)
+    while models.catch_up():
+        pass
+
+    class Counted(Wakeup):
+        sets = 0
+
+        def set(self) -> None:
+            self.sets += 1
+            super().set()
+
+    class Watched(Wakeup):
+        waits = 0
+
+        async def wait(self, seconds: float, stopping: asyncio.Event | None = None) -> None:
+            self.waits += 1
+            await super().wait(seconds, stopping)
+
+    models.forget_outbox(10**9)
+    wake, changed, stopping = Watched(), Counted(), asyncio.Event()
+    feed = asyncio.create_task(follow(models, stopping, idle=3600, wake=wake, changed=changed))
+    try:
+        await until(lambda: wake.waits > 0, what="the feed idle, waiting")
+        cause = {"causation_id": cause_id(99), "occurred_at": T0 + timedelta(days=1)}
+        allocation.apply_commands(
+            [_commands("S", 9000, ReceiveStock(**cause, receipt_id="R-2", quantity=3))],
+            Tracking("sku-commands-0", 9000),
+        )
+        wake.set()  # as the allocation consumer does after its commit
+
+        await until(lambda: models.position() == models.head(), what="the receipt applied")
+        await until(lambda: changed.sets > 0, what="the publisher woken")
+    finally:
+        stopping.set()
+        await feed
+    queued = {(row["topic"], row["key"]) for row in models.outbox()}
+    assert ("backorder-queue", "O-2|1") in queued  # the receipt filled O-2's backorder
