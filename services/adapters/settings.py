@@ -86,7 +86,12 @@ class Settings(BaseSettings):
     batch_max_records: int = Field(default=500, ge=1, le=100_000)
     batch_timeout_ms: int = Field(default=100, ge=0)
     relay_batch_size: int = Field(default=1000, ge=1)
-    relay_idle_interval: float = Field(default=0.05, gt=0)
+    relay_idle_interval: float = Field(
+        default=0.5,
+        gt=0,
+        description="The longest a relay or the read models wait before looking at their log "
+        "again when no commit woke them (a fallback: each commit wakes them at once).",
+    )
     aggregate_cache_size: int = Field(default=100_000, ge=1)
     backorders_allowed: bool = Field(
         default=True,

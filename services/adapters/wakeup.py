@@ -54,6 +54,27 @@ class Wakeup:
         self._event.clear()
 
 
+class Commits:
+    """Every follower of one log, each with a Wakeup of its own: a Wakeup's wait clears it,
+    so one signal must not be shared by two followers (the relay and the read models)."""
+
+    def __init__(self) -> None:
+        self.followers: list[Wakeup] = []
+
+    def follower(self) -> Wakeup:
+        wakeup = Wakeup()
+        self.followers.append(wakeup)
+        return wakeup
+
+    def set(self) -> None:
+        for wakeup in self.followers:
+            wakeup.set()
+
+    def set_threadsafe(self) -> None:
+        for wakeup in self.followers:
+            wakeup.set_threadsafe()
+
+
 class LogWatcher:
     """Sets a Wakeup when another process commits to an application's store.
 
@@ -62,7 +83,9 @@ class LogWatcher:
     `PRAGMA data_version` every `poll_seconds` (it changes when another connection commits).
     """
 
-    def __init__(self, recorder: Any, wakeup: Wakeup, poll_seconds: float = 0.002) -> None:
+    def __init__(
+        self, recorder: Any, wakeup: Wakeup | Commits, poll_seconds: float = 0.002
+    ) -> None:
         self.recorder = recorder
         self.wakeup = wakeup
         self.poll_seconds = poll_seconds

@@ -28,7 +28,7 @@ from services.adapters.logs import get_logger
 from services.adapters.relay import Relay
 from services.adapters.settings import Settings
 from services.adapters.store import DatabaseUrlError, redact
-from services.adapters.wakeup import LogWatcher, Wakeup
+from services.adapters.wakeup import Commits, LogWatcher, Wakeup
 from services.allocation.application import Allocation
 from services.allocation.consumer import AllocationHandler
 from services.allocation.outbox import allocation_outgoing
@@ -62,14 +62,14 @@ async def _start_intake(service: Service) -> None:
     settings = service.settings
     handler = IntakeHandler(_opened(service.intake), settings)
     service.writers["intake"] = handler
-    service.consume("intake", settings.topics.inputs(), handler, service.wakeups["intake"])
+    service.consume("intake", settings.topics.inputs(), handler, service.commits["intake"])
 
 
 async def _start_allocation(service: Service) -> None:
     handler = AllocationHandler(_opened(service.allocation))
     service.writers["allocation"] = handler
     topics = [service.settings.topics.sku_commands]
-    service.consume("allocation", topics, handler, service.wakeups["allocation"])
+    service.consume("allocation", topics, handler, service.commits["allocation"])
 
 
 async def _start_intake_relay(service: Service) -> None:
@@ -90,7 +90,7 @@ async def _relay(service: Service, name: str, app: Any, translate: Any) -> None:
     producer = make_producer(service.settings)
     await producer.start()
     service.cleanup(f"relay producer ({name})", producer.stop)
-    wakeup = service.wakeups[app.name]
+    wakeup = service.commits[app.name].follower()
     relay = Relay(name, app, translate, producer, service.settings, wakeup=wakeup)
     writer = service.writers.get(app.name)
     if writer is not None:  # the log's writer runs here: it hands over what it commits
@@ -104,9 +104,13 @@ async def _start_projections(service: Service) -> None:
 
     settings, models = service.settings, _opened(service.read_models)
     stopping = asyncio.Event()
+    # Woken by each allocation commit; wakes the change stream when a page queued changes.
+    wake, changed = service.commits["allocation"].follower(), Wakeup()
 
     async def feed() -> None:
-        await follow(models, stopping, idle=settings.relay_idle_interval)
+        await follow(
+            models, stopping, idle=settings.relay_idle_interval, wake=wake, changed=changed
+        )
 
     service.task("projections", feed, stopping.set)
     if settings.publish_read_models:
@@ -115,7 +119,7 @@ async def _start_projections(service: Service) -> None:
             producer = make_producer(settings)
             await producer.start()
             try:
-                await publish_changes(models, producer, settings, stopping)
+                await publish_changes(models, producer, settings, stopping, changed)
             finally:
                 await producer.stop()
 
@@ -192,7 +196,7 @@ class Service:
         self.settings = settings
         self.stages = set(expand(stages))
         # Set after each commit to a log, to wake the relay or read models that follow it.
-        self.wakeups: dict[str, Wakeup] = {"intake": Wakeup(), "allocation": Wakeup()}
+        self.commits: dict[str, Commits] = {"intake": Commits(), "allocation": Commits()}
         self.writers: dict[str, IntakeHandler | AllocationHandler] = {}
         self.intake: Intake | None = None
         self.allocation: Allocation | None = None
@@ -223,7 +227,7 @@ class Service:
         self._cleanups.push_async_callback(logged)
 
     def consume(
-        self, stage: str, topics: list[str], handler: BatchHandler, committed: Wakeup
+        self, stage: str, topics: list[str], handler: BatchHandler, committed: Commits
     ) -> None:
         loop = BatchConsumer(
             self.settings,
@@ -241,7 +245,7 @@ class Service:
         apps = {"intake": self.intake, "allocation": self.allocation}
         for name in sorted(followed - written_here):
             app = _opened(apps[name])
-            watcher = LogWatcher(app.recorder, self.wakeups[name])
+            watcher = LogWatcher(app.recorder, self.commits[name])
             watcher.start()
 
             async def stop(watcher: LogWatcher = watcher) -> None:
