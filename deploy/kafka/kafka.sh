@@ -10,7 +10,7 @@
 #   KAFKA_DATA_DIR         default $KAFKA_CACHE_DIR/data
 #   KAFKA_PORT             default 9092 (PLAINTEXT listener on 127.0.0.1)
 #   KAFKA_CONTROLLER_PORT  default 9093 (CONTROLLER listener on 127.0.0.1)
-#   KAFKA_HEAP_OPTS        default "-Xms256m -Xmx512m"
+#   KAFKA_HEAP_OPTS        default "-Xms256m -Xmx1g" (a broker that many test runs filled with topics needs more than 512m)
 #   KAFKA_START_TIMEOUT    default 90 (seconds)
 #   JAVA_HOME              java used is $JAVA_HOME/bin/java if set, else `java` on PATH (Java 17+)
 set -euo pipefail
@@ -24,7 +24,7 @@ LIBS="$CACHE/libs"
 DATA="${KAFKA_DATA_DIR:-$CACHE/data}"
 PORT="${KAFKA_PORT:-9092}"
 CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-9093}"
-HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xms256m -Xmx512m}"
+HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xms256m -Xmx1g}"
 START_TIMEOUT="${KAFKA_START_TIMEOUT:-90}"
 PIDFILE="$CACHE/kafka.pid"
 LOGFILE="$CACHE/kafka.log"
