@@ -6,7 +6,8 @@ way to throughput. eventsourcing's process recorders take one `tracking` per ins
 subclasses also take `more_tracking` (the other partitions' positions) and insert each in
 the same transaction, with the library's own forward-only upsert. `application_env` names
 them (PROCESS_RECORDER_TOPIC), so every store the service opens records this way; an
-application seeing a recorder without `records_many_trackings` saves partition by partition.
+application given several positions for a recorder without `records_many_trackings`
+refuses them rather than drop all but one.
 """
 
 from __future__ import annotations

@@ -84,12 +84,6 @@ class AllocationHandler:
                 groups.append((partition, fresh))
         if not groups and not refused:
             return
-        if len(groups) > 1 and not getattr(
-            self.allocation.recorder, "records_many_trackings", False
-        ):  # a store that takes one position a commit
-            for index, group in enumerate(groups):
-                self._apply([group], refused if index == 0 else [])
-            return
         self._apply(groups, refused)
 
     def _apply(

@@ -78,11 +78,7 @@ class IntakeHandler:
                 fresh[partition] = news
         if not fresh:
             return
-        if getattr(self.intake.recorder, "records_many_trackings", False):
-            self._record(fresh)
-        else:  # a store that takes one position a commit
-            for partition, records in fresh.items():
-                self._record({partition: records})
+        self._record(fresh)
 
     def _record(self, fresh: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         """One commit for the batches of every partition, each with its position."""

@@ -29,12 +29,20 @@ def records(topic: str, partition: int, offsets: Sequence[int]) -> list[Consumer
     ]
 
 
-def test_a_fetch_from_two_partitions_is_one_commit_with_both_positions(database_url: str) -> None:
+@pytest.fixture
+def handler(database_url: str) -> IntakeHandler:
     settings = Settings(database_url=database_url)
-    intake = build_intake(settings)
-    handler = IntakeHandler(intake, settings)
-    orders = settings.topics.orders
-    first, second = TopicPartition(orders, 0), TopicPartition(orders, 1)
+    return IntakeHandler(build_intake(settings), settings)
+
+
+ORDERS = Settings().topics.orders
+FIRST, SECOND = TopicPartition(ORDERS, 0), TopicPartition(ORDERS, 1)
+
+
+def test_a_fetch_from_two_partitions_is_one_commit_with_both_positions(
+    handler: IntakeHandler,
+) -> None:
+    intake, orders, first, second = handler.intake, ORDERS, FIRST, SECOND
     handler.assigned(first)
     handler.assigned(second)
     head = intake.recorder.max_notification_id() or 0
@@ -47,12 +55,8 @@ def test_a_fetch_from_two_partitions_is_one_commit_with_both_positions(database_
     assert (intake.recorder.max_notification_id() or 0) - head == 8  # one Placed per order
 
 
-def test_a_fetch_whose_position_is_refused_records_nothing_of_it(database_url: str) -> None:
-    settings = Settings(database_url=database_url)
-    intake = build_intake(settings)
-    handler = IntakeHandler(intake, settings)
-    orders = settings.topics.orders
-    first, second = TopicPartition(orders, 0), TopicPartition(orders, 1)
+def test_a_fetch_whose_position_is_refused_records_nothing_of_it(handler: IntakeHandler) -> None:
+    intake, orders, first, second = handler.intake, ORDERS, FIRST, SECOND
     handler.handle({second: records(orders, 1, range(10, 12))})  # partition 1 is at 11
     head = intake.recorder.max_notification_id()
     handler.positions[second] = 5  # as if a stale owner believed it was at 5
