@@ -146,10 +146,14 @@ class Projection:
         `table`; returns the rows that changed (for the streams)."""
         raise NotImplementedError
 
-    def apply(self, event: object, tx: Tx, table: str) -> Iterable[Change]:
-        """One domain event: a page of one. Events that do not concern it change nothing."""
+    def apply(self, event: object, tx: Tx, table: str, position: int = 0) -> Iterable[Change]:
+        """One domain event, at `position` in the log: a page of one. Events that do not
+        concern it change nothing."""
         fact = fact_of(event)
-        return self.apply_page(tx, table, [fact]) if fact is not None else set()
+        if fact is None:
+            return set()
+        fact["notification_id"] = position
+        return self.apply_page(tx, table, [fact])
 
     def change_key(self, row: dict[str, Any]) -> str:
         """A row's key in its stream (the Change.key its changes carry)."""
@@ -604,21 +608,70 @@ class OrderStatus(Projection):
         return set()
 
 
-PROJECTIONS: tuple[type[Projection], ...] = (
-    BackorderQueue,
-    SkuPositions,
-    DemandHistory,
-    OrderStatus,
-)
-NAMES: dict[str, type[Projection]] = {p.name: p for p in PROJECTIONS}
-# What the CLI accepts, in the words of the issue, besides the table names.
-ALIASES = {
-    "queue": "backorder_queue",
-    "backorders": "backorder_queue",
-    "positions": "sku_positions",
-    "inbounds": "sku_positions",  # its companion table: rebuilt with it
-    "demand": "demand_daily",
-    "demand_history": "demand_daily",
-    "orders": "order_lines",
-    "order_status": "order_lines",
-}
+class OrderDecisions(Projection):
+    """Every decision about an order's lines, in the order the SKUs took them: what an order
+    lookup shows, without reading each SKU's history."""
+
+    name = "order_decisions"
+    description = "Every decision per order line, in log order, with its business time."
+    version = 1
+    key = ("position",)
+    COLUMNS = (
+        "position",
+        "order_id",
+        "line_id",
+        "sku",
+        "decision",
+        "quantity",
+        "occurred_at",
+        "reason",
+        "eta",
+        "remaining",
+        "queue_position",
+        "shipment_id",
+    )
+    DECISIONS = frozenset(
+        {
+            "LineAllocated",
+            "LineBackordered",
+            "LineRejected",
+            "BackorderFilled",
+            "BackorderCancelled",
+            "AllocationReleased",
+            "LineShipped",
+            "BackorderEtaChanged",
+        }
+    )
+
+    def create(self, tx: Tx, table: str) -> None:
+        ts = self.store.timestamp_type
+        tx.execute(
+            f"CREATE TABLE {table} (position BIGINT PRIMARY KEY, order_id TEXT NOT NULL, "
+            "line_id TEXT NOT NULL, sku TEXT NOT NULL, decision TEXT NOT NULL, "
+            f"quantity BIGINT NOT NULL, occurred_at {ts} NOT NULL, reason TEXT, eta {ts}, "
+            "remaining BIGINT, queue_position BIGINT, shipment_id TEXT)"
+        )
+        tx.execute(f"CREATE INDEX {table}_by_order ON {table} (order_id, position)")
+
+    def apply_page(self, tx: Tx, table: str, facts: Sequence[Fact]) -> set[Change]:
+        """One row per decision, keyed by its position in the log."""
+        rows = [
+            (
+                fact["notification_id"],
+                fact["order_id"],
+                fact["line_id"],
+                fact["sku"],
+                fact["kind"],
+                fact["quantity"],
+                fact["occurred_at"],
+                fact.get("reason"),
+                fact.get("eta"),
+                fact.get("remaining_backordered", fact.get("remaining_allocated")),
+                fact.get("queue_position"),
+                fact.get("shipment_id"),
+            )
+            for fact in facts
+            if fact["kind"] in self.DECISIONS
+        ]
+        tx.insert_many(table, self.COLUMNS, rows)
+        return set()

@@ -26,14 +26,14 @@ def _moment(value: Any) -> datetime:
     return value if isinstance(value, datetime) else datetime.fromisoformat(value)
 
 
-def _time(value: Any) -> str | None:
+def api_time(value: Any) -> str | None:
     """A stored time as the API writes times: ISO 8601 in UTC, `Z`; None stays None."""
     if value is None:
         return None
     return _moment(value).astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def _day(value: Any) -> date:
+def as_day(value: Any) -> date:
     return value if isinstance(value, date) else date.fromisoformat(value)
 
 
@@ -104,7 +104,7 @@ class Queries:
         if end is not None:
             sql += " AND day <= ?"
             params.append(end if self.store.postgres else end.isoformat())
-        days = {_day(row["day"]): row for row in self.store.read(sql + " ORDER BY day", params)}
+        days = {as_day(row["day"]): row for row in self.store.read(sql + " ORDER BY day", params)}
         first = start or (min(days) if days else None)
         last = end or (max(days) if days else None)
         if first is None or last is None:
@@ -139,11 +139,24 @@ class Queries:
             "lines": [
                 {
                     **{k: v for k, v in line.items() if k not in {"customer_id", "eta"}},
-                    "eta": _time(line["eta"]),
+                    "eta": api_time(line["eta"]),
                 }
                 for line in lines
             ],
         }
+
+    def decisions(self, order_id: str) -> list[dict[str, Any]]:
+        """Every decision about the order's lines, in the order they were taken."""
+        rows = self.store.read(
+            "SELECT position, decision, line_id, sku, quantity, occurred_at, reason, eta, "
+            "remaining, queue_position, shipment_id FROM order_decisions WHERE order_id = ? "
+            "ORDER BY position",
+            [order_id],
+        )
+        return [
+            {**row, "occurred_at": api_time(row["occurred_at"]), "eta": api_time(row["eta"])}
+            for row in rows
+        ]
 
 
 def order_status(lines: list[dict[str, Any]]) -> str:
@@ -174,7 +187,7 @@ def _backorder(row: dict[str, Any], position: int, now: datetime) -> dict[str, A
         "customer_id": row["customer_id"],
         "priority": row["priority"],
         "quantity": row["quantity"],
-        "placed_at": _time(placed_at),
+        "placed_at": api_time(placed_at),
         "age_seconds": max(0, int((now - placed_at).total_seconds())),
-        "eta": _time(row["eta"]),
+        "eta": api_time(row["eta"]),
     }

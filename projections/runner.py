@@ -38,12 +38,11 @@ from eventsourcing.utils import resolve_topic
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Identifier
 
+from projections.catalog import NAMES, PROJECTIONS
 from projections.models import (
     DEFAULTS,
     FIELDS,
     KINDS,
-    NAMES,
-    PROJECTIONS,
     TIMES,
     Change,
     Fact,

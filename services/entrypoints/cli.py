@@ -425,7 +425,7 @@ def projections_rebuild(
         TimeRemainingColumn,
     )
 
-    from projections.models import ALIASES, NAMES
+    from projections.catalog import ALIASES, NAMES
     from services.entrypoints.bootstrap import build_allocation, build_read_models
 
     every = name is None or name == "all"

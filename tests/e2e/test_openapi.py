@@ -23,12 +23,12 @@ CLI = str(BIN / "fulfillment")
 SCHEMATHESIS = str(BIN / "st")
 TOKEN = "openapi-test-token-5d2c"
 SKU = "TEE-BLUE-L"
-# The one rule JSON Schema cannot state: the demand's `from` must not be after `to`, nor ten
+# The one rule JSON Schema cannot state: a range's `from` must not be after `to`, nor ten
 # years before it (each parameter alone is valid). Its 422 is documented; this tells
-# schemathesis that a schema-valid pair may still get it, on that operation only.
+# schemathesis that a schema-valid pair may still get it, on those operations only.
 CONFIG = """
 [[operations]]
-include-path = "/skus/{sku}/demand"
+include-path-regex = "^/(skus/\\{sku\\}/demand|insights/(overview|shortages|skus/\\{sku\\}))$"
 checks.positive_data_acceptance.expected-statuses = [
     "2xx", "3xx", "401", "403", "404", "409", "422", "429", "5xx",
 ]

@@ -15,9 +15,9 @@ from eventsourcing.persistence import Tracking
 
 from events.commands import ExpectInbound, PlaceLine, ReceiveStock, ShipLine, SkuCommands
 from events.commands import ShipmentSource as CommandSource
+from projections.catalog import PROJECTIONS
 from projections.models import (
     EVENTS,
-    PROJECTIONS,
     BackorderQueue,
     Change,
     DemandHistory,
@@ -580,7 +580,7 @@ def test_a_page_applied_at_once_leaves_the_rows_its_events_leave_one_by_one(
     tmp_path: Path, store: ReadStore, page: int
 ) -> None:
     allocation = _full_log(tmp_path)
-    events = [event for _, event in events_of(allocation)]
+    events = list(events_of(allocation))
     log = AllocationLog(allocation)
     for projection in (kind(store) for kind in PROJECTIONS):
         one_by_one, paged = f"{projection.name}_one_by_one", f"{projection.name}_paged"
@@ -589,8 +589,8 @@ def test_a_page_applied_at_once_leaves_the_rows_its_events_leave_one_by_one(
             projection.create(tx, one_by_one)
             projection.create(tx, paged)
             singly: set[Change] = set()
-            for event in events:
-                singly.update(projection.apply(event, tx, one_by_one))
+            for position, event in events:
+                singly.update(projection.apply(event, tx, one_by_one, position))
             at_once: set[Change] = set()
             position = 0
             while (found := log.page(position, page)).count:

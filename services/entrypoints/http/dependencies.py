@@ -4,13 +4,17 @@ API token check, and freshness (`?min_position=`, the `X-Projection-*` headers).
 from __future__ import annotations
 
 import asyncio
+import csv
 import hmac
+import io
 import time
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Query, Request, Response
+from fastapi.responses import PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
 
 from projections.queries import Queries
 from projections.runner import ReadModels
@@ -177,3 +181,23 @@ def fresh(name: str) -> Freshness:
         return position
 
     return freshness
+
+
+# --- CSV -------------------------------------------------------------------------------------
+
+
+def wants_csv(request: Request, output: str | None) -> bool:
+    """`?format=csv`, or `Accept: text/csv` without a `format`."""
+    return output == "csv" or (output is None and "text/csv" in request.headers.get("accept", ""))
+
+
+def csv_answer(rows: list[dict[str, Any]], model: type[BaseModel], response: Response) -> Response:
+    """The rows as CSV, one column per field of `model`, in its order; the headers the
+    dependencies set (freshness) kept: a response returned as is does not take them."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(model.model_fields), extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    return PlainTextResponse(
+        buffer.getvalue(), media_type="text/csv", headers=dict(response.headers)
+    )

@@ -146,3 +146,167 @@ BAD_PARAMETERS: Responses = {
 def not_found(what: str) -> Responses:
     """The 404 of a route that names one thing (a SKU, an order)."""
     return {404: {"model": Problem, "description": f"Unknown {what}."}}
+
+
+class OrderDecision(BaseModel):
+    """One decision about one of the order's lines, as published on `allocation-decisions`."""
+
+    position: int = Field(description="Its position in the allocation log: decisions' order.")
+    decision: Literal[
+        "LineAllocated",
+        "LineBackordered",
+        "LineRejected",
+        "BackorderFilled",
+        "BackorderCancelled",
+        "AllocationReleased",
+        "LineShipped",
+        "BackorderEtaChanged",
+    ]
+    line_id: str
+    sku: str
+    quantity: int
+    occurred_at: datetime = Field(description="The business time of the input that caused it.")
+    reason: str | None = Field(
+        description="Rejections: `backorders_denied` or `backorder_limit`; cancellations of "
+        "queued units: `cancelled` or `expired`."
+    )
+    eta: datetime | None = Field(description="Backorders and ETA changes: the promised date.")
+    remaining: int | None = Field(
+        description="Fills and cancellations: units still queued; shipments: still allocated."
+    )
+    queue_position: int | None = Field(description="Backorders: the place taken in the queue.")
+    shipment_id: str | None
+
+
+# --- insights --------------------------------------------------------------------------------
+
+
+class InsightCounters(BaseModel):
+    """Units, by what became of them, over a range of business days (UTC)."""
+
+    ordered: int = Field(description="Units ordered: unconstrained demand, served or not.")
+    withdrawn: int = Field(description="Cancelled before the order reached the SKU.")
+    allocated: int = Field(description="Met from stock on hand when the order arrived.")
+    backordered: int = Field(description="Put on the queue when the order arrived.")
+    rejected: int = Field(description="Refused by the SKU's policy when the order arrived.")
+    rejected_denied: int = Field(description="Rejected: the policy denies backorders.")
+    rejected_limit: int = Field(description="Rejected: the queue was at its limit.")
+    filled: int = Field(description="Queued units that got stock, on the day they got it.")
+    expired: int = Field(description="Queued units cancelled for waiting past max_wait_days.")
+    cancelled_waiting: int = Field(description="Queued units the customer cancelled.")
+    released: int = Field(description="Allocated units given back by a cancellation.")
+    received: int = Field(description="Stock received.")
+    shipped: int = Field(description="Units shipped.")
+    fill_rate: float | None = Field(
+        description="allocated / (ordered − withdrawn): demand met at order time; null "
+        "without demand."
+    )
+    backorder_rate: float | None = Field(description="backordered / (ordered − withdrawn).")
+    lost: int = Field(description="Lost demand: rejected + expired + cancelled_waiting.")
+
+
+class TimeToFill(BaseModel):
+    """How long filled units had waited, from backordered to filled, weighted by unit."""
+
+    time_to_fill_p50_seconds: int | None = Field(
+        description="Half the units filled in the range waited at most this long; null if "
+        "none was filled."
+    )
+    time_to_fill_p90_seconds: int | None
+    time_to_fill_max_seconds: int | None
+
+
+class ShortageNow(BaseModel):
+    """What a SKU's queue holds now, and the supply expected next."""
+
+    days_out_of_stock: int = Field(
+        description="Days in the range on which the SKU was out of stock with demand waiting."
+    )
+    waiting_units: int = Field(description="Units on the queue now.")
+    open_backorders: int = Field(description="Lines on the queue now.")
+    oldest_backorder_age_seconds: int | None = Field(
+        description="How long the oldest line on the queue has waited (business time of its "
+        "order to now)."
+    )
+    next_inbound_id: str | None
+    next_inbound_eta: datetime | None = Field(
+        description="When the earliest open inbound is expected (late ones first)."
+    )
+    next_inbound_quantity: int | None
+
+
+class ShortageRank(BaseModel):
+    sku: str
+    unmet: int = Field(
+        description="Units stock on hand could not cover when ordered (backordered + "
+        "rejected) in the range: what ranks the shortages."
+    )
+
+
+# Fields come base by base from the last base to the first: who and why first, then figures.
+class Shortage(ShortageNow, TimeToFill, InsightCounters, ShortageRank):
+    """A SKU short in the range."""
+
+
+class Bucketed(BaseModel):
+    bucket_start: date
+
+
+class InsightBucket(TimeToFill, InsightCounters, Bucketed):
+    expected: int = Field(
+        description="Units the SKU's open inbounds expect in the bucket (by expected date)."
+    )
+    days_out_of_stock: int = Field(description="Days of the bucket the SKU was short.")
+
+
+class SkuInsightSummary(ShortageNow, TimeToFill, InsightCounters):
+    """The SKU over the whole range, with its queue now."""
+
+
+class SkuInsight(BaseModel):
+    sku: str
+    start: date = Field(alias="from")
+    end: date = Field(alias="to")
+    bucket: Literal["day", "week"]
+    summary: SkuInsightSummary
+    series: list[InsightBucket]
+
+
+class SlowMover(BaseModel):
+    sku: str
+    on_hand: int
+    available: int = Field(description="Free stock: on hand and not allocated.")
+    allocated: int
+    ordered: int = Field(description="Units ordered in the window.")
+    shipped: int = Field(description="Units shipped in the window.")
+    days_of_cover: float | None = Field(
+        description="Days the free stock lasts at the window's rate of demand; null: no "
+        "demand in the window."
+    )
+    last_ordered: date | None = Field(description="The last day it was ordered, if ever.")
+
+
+class OverviewNow(BaseModel):
+    open_backorders: int = Field(description="Lines waiting on a queue now.")
+    units_waiting: int
+    skus_short: int = Field(description="SKUs out of stock with demand waiting now.")
+    oldest_backorder_age_seconds: int | None
+
+
+class OverviewBucket(TimeToFill, InsightCounters, Bucketed):
+    """Every SKU in one bucket."""
+
+
+class OverviewTotals(TimeToFill, InsightCounters):
+    """Every SKU over the range."""
+
+
+class Overview(BaseModel):
+    start: date = Field(alias="from")
+    end: date = Field(alias="to")
+    bucket: Literal["day", "week"]
+    first_day: date | None = Field(description="The first business day with any activity.")
+    last_day: date | None = Field(description="The last business day with any activity.")
+    now: OverviewNow
+    totals: OverviewTotals
+    series: list[OverviewBucket]

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import csv
-import io
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
-from fastapi.responses import PlainTextResponse
 
 from projections.queries import Queries
 from services.entrypoints.http.dependencies import (
@@ -17,7 +14,9 @@ from services.entrypoints.http.dependencies import (
     FRESHNESS_HEADERS,
     Offset,
     Questions,
+    csv_answer,
     fresh,
+    wants_csv,
 )
 from services.entrypoints.http.schemas import (
     BAD_PARAMETERS,
@@ -109,16 +108,6 @@ async def demand(
         raise HTTPException(422, {"error": "at most ten years at a time"})
     await asyncio.to_thread(known_sku, queries, sku)
     rows = await asyncio.to_thread(queries.demand, sku, start, end, bucket)
-    wants_csv = output == "csv" or (
-        output is None and "text/csv" in request.headers.get("accept", "")
-    )
-    if not wants_csv:
+    if not wants_csv(request, output):
         return rows
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(DemandBucket.model_fields))
-    writer.writeheader()
-    writer.writerows(rows)
-    # A response returned as is does not take the dependencies' headers: copy the freshness.
-    return PlainTextResponse(
-        buffer.getvalue(), media_type="text/csv", headers=dict(response.headers)
-    )
+    return csv_answer(rows, DemandBucket, response)
