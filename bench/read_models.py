@@ -10,6 +10,7 @@ allocation stage does), then times, per store:
 - `catch_up`: the live feed (projections.runner.follow, streaming on) from zero to the head;
 - `rebuild_all`: every read model rebuilt from zero (ReadModels.rebuild_all);
 - `read_facts`: only reading the log as the read models do (AllocationLog: no SQL written);
+- `answers`: milliseconds per answer of the insight questions and an order's decisions;
 - `read_and_decode`: only reading it with the library (select_notifications) and decoding
   each event with the application's mapper, as the read models did before they read it
   themselves: the bound that this way of reading put on both figures.
@@ -28,6 +29,7 @@ import random
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -45,6 +47,8 @@ from events.commands import (
     SkuCommand,
     SkuCommands,
 )
+from projections.insight_queries import InsightQueries
+from projections.queries import Queries
 from projections.runner import ReadModels, follow
 from projections.store import ReadStore
 from services.adapters.settings import Settings
@@ -207,6 +211,38 @@ def time_read_facts(models: ReadModels, head: int, page: int = 5000) -> dict[str
     return {"events": head, "seconds": round(seconds, 3), "events_per_s": _rate(head, seconds)}
 
 
+def time_answers(models: ReadModels, calls: int = 20) -> dict[str, Any]:
+    """Milliseconds per answer (median and worst of `calls`) of the planners' questions and
+    an order's decisions, asked as the API asks them, over the caught-up read models."""
+    insights = InsightQueries(models.store)
+    queries = Queries(models.store)
+    now = datetime.now(UTC)
+    start, end = insights.window(None, None)
+    short = insights.shortages(start, end, 20, now)
+    sku = short[0]["sku"] if short else "SKU-0"
+    order = models.store.read("SELECT order_id FROM order_lines LIMIT 1")[0]["order_id"]
+    questions: dict[str, Callable[[], object]] = {
+        "shortages_top20": lambda: insights.shortages(start, end, 20, now),
+        "overview_30_days": lambda: insights.overview(start, end, "day", now),
+        "sku_series_30_days": lambda: insights.sku(sku, start, end, "day", now),
+        "slow_movers_top50": lambda: insights.slow_movers(30, end, 50),
+        "order_decisions": lambda: queries.decisions(order),
+    }
+    timings: dict[str, Any] = {}
+    for name, ask in questions.items():
+        seconds = []
+        for _ in range(calls):
+            started = time.perf_counter()
+            ask()
+            seconds.append(time.perf_counter() - started)
+        seconds.sort()
+        timings[name] = {
+            "median_ms": round(seconds[len(seconds) // 2] * 1000, 2),
+            "max_ms": round(seconds[-1] * 1000, 2),
+        }
+    return timings
+
+
 def bench_store(url: str, events: int, skus: int) -> dict[str, Any]:
     allocation = fill(url, events, skus)
     head = allocation.recorder.max_notification_id() or 0
@@ -219,6 +255,7 @@ def bench_store(url: str, events: int, skus: int) -> dict[str, Any]:
             "read_facts": time_read_facts(models, head),
             "catch_up": time_catch_up(models, head),
             "rebuild_all": time_rebuild_all(models, head),
+            "answers": time_answers(models),
         }
         log(
             f"  catch_up {result['catch_up']['events_per_s']:,.0f} events/s, "
