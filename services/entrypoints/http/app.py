@@ -9,11 +9,12 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from projections.insight_queries import InsightQueries
 from projections.queries import Queries
 from projections.runner import ReadModels
 from services.adapters.settings import Settings
 from services.entrypoints.http.dependencies import UNAUTHORIZED, require_token
-from services.entrypoints.http.routers import backorders, docs, health, orders, skus
+from services.entrypoints.http.routers import backorders, docs, health, insights, orders, skus
 
 KafkaReady = Callable[[], Awaitable[Any]]
 
@@ -37,13 +38,14 @@ def create_app(
     app.state.queries = Queries(
         models.store, default_backorders="allow" if settings.backorders_allowed else "deny"
     )
+    app.state.insights = InsightQueries(models.store)
     app.state.kafka_ready = kafka_ready
     app.state.api_token = None if token is None else token.get_secret_value().encode()
 
     # Without a token there is nothing to check, and the document must not claim otherwise.
     guard = [Depends(require_token)] if token is not None else []
     unauthorized = UNAUTHORIZED if token is not None else {}
-    for router in (skus.router, backorders.router, orders.router):
+    for router in (skus.router, backorders.router, orders.router, insights.router):
         app.include_router(router, dependencies=guard, responses=unauthorized)
     app.include_router(docs.router, dependencies=guard)
     app.include_router(health.router)  # open: probes and scrapers carry no credentials
