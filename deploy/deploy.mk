@@ -4,11 +4,13 @@
 #   make kafka-stop
 #   make postgres        private PostgreSQL cluster on 127.0.0.1:PG_PORT (default 5432); prints DATABASE_URL
 #   make postgres-stop
+#   make browser         Debian's chromium for the browser tests (apt-get, as root; nothing when installed)
 
 DEPLOY_KAFKA    := deploy/kafka/kafka.sh
 DEPLOY_POSTGRES := deploy/postgres/postgres.sh
+DEPLOY_BROWSER  := deploy/browser/browser.sh
 
-.PHONY: kafka kafka-stop postgres postgres-stop
+.PHONY: kafka kafka-stop postgres postgres-stop browser
 
 kafka:
 	bash $(DEPLOY_KAFKA) start
@@ -21,3 +23,6 @@ postgres:
 
 postgres-stop:
 	bash $(DEPLOY_POSTGRES) stop
+
+browser:
+	@bash $(DEPLOY_BROWSER) install

@@ -28,7 +28,7 @@ SKU = "TEE-BLUE-L"
 # schemathesis that a schema-valid pair may still get it, on those operations only.
 CONFIG = """
 [[operations]]
-include-path-regex = "^/(skus/\\{sku\\}/demand|insights/(overview|shortages|skus/\\{sku\\}))$"
+include-path-regex = '^/(skus/\\{sku\\}/demand|insights/(overview|shortages|skus/\\{sku\\}))$'
 checks.positive_data_acceptance.expected-statuses = [
     "2xx", "3xx", "401", "403", "404", "409", "422", "429", "5xx",
 ]

@@ -48,6 +48,7 @@ def create_app(
     for router in (skus.router, backorders.router, orders.router, insights.router):
         app.include_router(router, dependencies=guard, responses=unauthorized)
     app.include_router(docs.router, dependencies=guard)
+    app.mount(docs.ASSETS_URL, docs.assets(), name="docs-assets")  # open: no data, see docs.py
     app.include_router(health.router)  # open: probes and scrapers carry no credentials
 
     @app.exception_handler(HTTPException)

@@ -7,14 +7,16 @@ import asyncio
 import csv
 import hmac
 import io
+import re
 import time
 from collections.abc import Callable, Coroutine
+from datetime import date
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Query, Request, Response
 from fastapi.responses import PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel
+from pydantic import BaseModel, BeforeValidator
 
 from projections.queries import Queries
 from projections.runner import ReadModels
@@ -26,6 +28,19 @@ POLL_SECONDS = 0.05
 MAX_OFFSET = 2**63 - 1
 
 Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Rows to skip.")]
+
+
+def _iso_day(value: object) -> object:
+    """Only `YYYY-MM-DD`, as the document says (`format: date`): pydantic would also take a
+    number of seconds since 1970 ("0" is 1970-01-01)."""
+    if isinstance(value, str) and not ISO_DAY.fullmatch(value):
+        raise ValueError("a day as YYYY-MM-DD")
+    return value
+
+
+ISO_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+# A business day (UTC) in a query.
+Day = Annotated[date, BeforeValidator(_iso_day)]
 
 
 # --- the read models -------------------------------------------------------------------------

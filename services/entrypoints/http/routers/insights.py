@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from pydantic import BaseModel
 
 from projections.insight_queries import InsightQueries
-from services.entrypoints.http.dependencies import FRESHNESS, csv_answer, fresh, wants_csv
+from services.entrypoints.http.dependencies import FRESHNESS, Day, csv_answer, fresh, wants_csv
 from services.entrypoints.http.schemas import (
     BAD_PARAMETERS,
     InsightBucket,
@@ -30,8 +30,8 @@ from services.entrypoints.http.schemas import (
 
 router = APIRouter(prefix="/insights", tags=["insights"])
 
-Start = Annotated[date | None, Query(alias="from", description="First business day (UTC).")]
-End = Annotated[date | None, Query(alias="to", description="Last business day (UTC).")]
+Start = Annotated[Day | None, Query(alias="from", description="First business day (UTC).")]
+End = Annotated[Day | None, Query(alias="to", description="Last business day (UTC).")]
 Format = Annotated[Literal["json", "csv"] | None, Query(alias="format")]
 Limit = Annotated[int, Query(ge=1, le=1000, description="At most this many SKUs.")]
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
@@ -12,6 +12,7 @@ from projections.queries import Queries
 from services.entrypoints.http.dependencies import (
     FRESHNESS,
     FRESHNESS_HEADERS,
+    Day,
     Offset,
     Questions,
     csv_answer,
@@ -94,8 +95,8 @@ async def demand(
     response: Response,
     queries: Questions,
     *,
-    start: Annotated[date | None, Query(alias="from")] = None,
-    end: Annotated[date | None, Query(alias="to")] = None,
+    start: Annotated[Day | None, Query(alias="from")] = None,
+    end: Annotated[Day | None, Query(alias="to")] = None,
     bucket: Literal["day", "week"] = "day",
     output: Annotated[Literal["json", "csv"] | None, Query(alias="format")] = None,
 ) -> Any:
