@@ -158,13 +158,7 @@ class InsightQueries:
         if not state:
             return None
         if start is None or end is None:
-            span = self.store.read(
-                "SELECT MIN(day) AS first, MAX(day) AS last FROM insights_daily WHERE sku = ?",
-                [sku],
-            )[0]
-            if span["first"] is not None:
-                start = start or as_day(span["first"])
-                end = end or max(as_day(span["last"]), start)
+            start, end = self._active(sku, start, end)
         first, last = self.window(start, end)
         daily = self._daily([sku], first, last)
         waits = self._fill_times([sku], first, last)
@@ -207,6 +201,23 @@ class InsightQueries:
                 for key, entry in series.items()
             ],
         }
+
+    def _active(
+        self, sku: str, start: date | None, end: date | None
+    ) -> tuple[date | None, date | None]:
+        """The range a SKU's series shows when not asked for one: from its first day of
+        activity to its last, or to the day its last open inbound is expected if later (so
+        expected supply shows), at most ten years."""
+        span = self.store.read(
+            "SELECT MIN(day) AS first, MAX(day) AS last FROM insights_daily WHERE sku = ?", [sku]
+        )[0]
+        expected = list(self._expected(sku, date.min, date.max))
+        days = [as_day(d) for d in (span["first"], span["last"]) if d is not None] + expected
+        if not days:
+            return start, end
+        start = start or min(days)
+        end = end or max(*days, start)
+        return start, min(end, start + timedelta(days=3659))
 
     def slow_movers(self, days: int, end: date, limit: int) -> list[dict[str, Any]]:
         """SKUs with free stock that their demand over the last `days` would not use up in

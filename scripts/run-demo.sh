@@ -13,6 +13,8 @@ export DATABASE_URL="${DATABASE_URL:-sqlite:///$data/fulfillment}"
 export CLOCK_INTERVAL_SECONDS="${CLOCK_INTERVAL_SECONDS:-0}"
 mkdir -p "$data"
 log="$data/service.log"
+# The planners' page, on the service's HTTP port (Settings.http_port: 8080 unless HTTP_PORT).
+dashboard="http://127.0.0.1:${HTTP_PORT:-8080}/dashboard"
 
 .venv/bin/fulfillment run >"$log" 2>&1 &
 service=$!
@@ -20,6 +22,7 @@ stop() { kill -TERM "$service" 2>/dev/null && wait "$service" 2>/dev/null || tru
 trap stop EXIT INT TERM
 
 echo "fulfillment: running (pid $service, store $DATABASE_URL, log $log)"
+echo "fulfillment: dashboard at $dashboard"
 for _ in $(seq 1 60); do
   grep -q '"running"\|running ' "$log" 2>/dev/null && break
   kill -0 "$service" 2>/dev/null || { echo "the service stopped:"; tail -20 "$log"; exit 1; }
@@ -30,6 +33,7 @@ done
 
 if [ -t 0 ] && [ -z "${CI:-}" ]; then
   echo
-  echo "The service is still running (log: $log). Ctrl-C stops it."
+  echo "The service is still running (log: $log); the dashboard is at $dashboard"
+  echo "Ctrl-C stops it."
   wait "$service"
 fi

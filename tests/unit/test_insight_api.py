@@ -116,12 +116,13 @@ def test_without_a_range_the_thirty_days_ending_on_the_last_active_day_are_asked
 
 
 def test_each_insight_answers_csv_with_its_documented_columns(client: TestClient) -> None:
-    for path, params in [
+    asked: list[tuple[str, dict[str, Any]]] = [
         ("/insights/shortages", RANGE),
         ("/insights/skus/S1", RANGE),
         ("/insights/slow-movers", {"days": 7}),
         ("/insights/overview", RANGE),
-    ]:
+    ]
+    for path, params in asked:
         answer = client.get(path, params={**params, "format": "csv"})
         assert answer.status_code == 200, path
         assert answer.headers["content-type"].startswith("text/csv")
@@ -148,6 +149,9 @@ def test_a_skus_series_shows_demand_supply_and_waits_per_bucket(client: TestClie
     assert wednesday["time_to_fill_p90_seconds"] == 2 * 86_400
     assert days["2026-12-02"]["expected"] == 5
     assert body["summary"]["ordered"] == 7
+    # Without a range: its first active day to the day its inbound is expected.
+    default = client.get("/insights/skus/S1").json()
+    assert (default["from"], default["to"]) == ("2026-11-23", "2026-12-02")
     weeks = client.get(
         "/insights/skus/S1", params={"from": "2026-11-23", "to": "2026-12-06", "bucket": "week"}
     ).json()["series"]
@@ -187,6 +191,8 @@ def test_an_orders_decisions_come_in_the_order_they_were_taken(client: TestClien
 
 def test_unknown_things_are_404_and_bad_ranges_422(client: TestClient) -> None:
     assert client.get("/insights/skus/NOPE").status_code == 404
+    nowhere = client.get("/insights/nowhere")  # routing's own 404: the same body
+    assert (nowhere.status_code, list(nowhere.json())) == (404, ["error"])
     assert client.get("/orders/NOPE/decisions").status_code == 404
     backwards = {"from": "2026-11-25", "to": "2026-11-23"}
     for path in ("/insights/shortages", "/insights/skus/S1", "/insights/overview"):

@@ -5,16 +5,25 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 
 from projections.insight_queries import InsightQueries
 from projections.queries import Queries
 from projections.runner import ReadModels
 from services.adapters.settings import Settings
 from services.entrypoints.http.dependencies import UNAUTHORIZED, require_token
-from services.entrypoints.http.routers import backorders, docs, health, insights, orders, skus
+from services.entrypoints.http.routers import (
+    backorders,
+    dashboard,
+    docs,
+    health,
+    insights,
+    orders,
+    skus,
+)
 
 KafkaReady = Callable[[], Awaitable[Any]]
 
@@ -49,8 +58,10 @@ def create_app(
         app.include_router(router, dependencies=guard, responses=unauthorized)
     app.include_router(docs.router, dependencies=guard)
     app.mount(docs.ASSETS_URL, docs.assets(), name="docs-assets")  # open: no data, see docs.py
+    app.include_router(dashboard.router)  # open: the page holds no data, see dashboard.py
     app.include_router(health.router)  # open: probes and scrapers carry no credentials
 
+    # Starlette's: routing's own 404 and 405 get the same body as ours.
     @app.exception_handler(HTTPException)
     async def _http_error(_: Request, error: HTTPException) -> JSONResponse:
         body = error.detail if isinstance(error.detail, dict) else {"error": error.detail}
