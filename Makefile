@@ -38,7 +38,7 @@ lint: install
 	$(BIN)/lint-imports
 
 typecheck: install
-	$(BIN)/mypy $$(ls -d events services projections tests bench 2>/dev/null)
+	$(BIN)/mypy $$(ls -d events services projections fulfillment_client tests bench examples 2>/dev/null)
 
 unit: install
 	$(BIN)/pytest tests/unit
