@@ -154,6 +154,13 @@ class AllocationLog:
                 facts.append(fact)
         return Page(count, last, facts)
 
+    def stored(self, after: int, limit: int) -> Iterator[Sequence[Any]] | None:
+        """Up to `limit` stored rows after position `after`, as the store holds them:
+        (position, originator_id, originator_version, topic, state as JSON bytes). None when
+        the log is not the library's plain JSON in SQLite or PostgreSQL: then only its mapper
+        can read it. For other readers of the whole log (replays)."""
+        return None if self._rows is None else self._rows(after, limit)
+
     def _sqlite_rows(self, after: int, limit: int) -> Iterator[Sequence[Any]]:
         recorder = self.recorder
         assert isinstance(recorder, SQLiteApplicationRecorder)

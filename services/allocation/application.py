@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -173,23 +173,10 @@ class Allocation(Application[UUID]):
         for tracking, messages in batches:
             deadlines = self.deadlines(tracking.application_name if tracking else "all")
             for message in messages:
-                if isinstance(message, Tick):
-                    self._tick(message, deadlines, sku_named)
+                if apply_message(message, deadlines, sku_named):
                     outcome.applied += 1
-                    continue
-                sku = sku_named(message.sku)
-                first = IntakePosition.of_message(message.position)
-                if sku.has_applied(first.command_position):
+                else:
                     outcome.skipped += 1
-                    continue
-                sku.begin_input()  # one input: its dates are restated once, after its decisions
-                for index, command in enumerate(message.commands):
-                    position = IntakePosition.of_message(message.position, index).command_position
-                    cause = Cause(command.causation_id, command.occurred_at, position, step=index)
-                    apply_command(sku, cause, command)
-                    deadlines.note(sku.sku, sku.deadline_news())
-                sku.end_input(cause)
-                outcome.applied += 1
             if any(isinstance(event, Deadlines.Noted) for event in deadlines.pending_events):
                 touched_deadlines.append(deadlines)  # a new index is saved once it holds something
         collect(processing, skus.values())
@@ -237,16 +224,6 @@ class Allocation(Application[UUID]):
                 self.snapshots.put([Sku.Snapshot.take(aggregate)])
                 self._snapshot_versions[aggregate_id] = aggregate.version
 
-    def _tick(self, message: Tick, deadlines: Deadlines, sku_named: Any) -> None:
-        """Visits the SKUs whose deadline may have come, and notes each one's next."""
-        at = message.tick.occurred_at
-        position = IntakePosition.of_message(message.position).command_position
-        cause = Cause(message.tick.causation_id, at, position)
-        for name in deadlines.due(at):
-            sku = sku_named(name)
-            sku.expire(cause)
-            deadlines.note(name, (True, sku.next_deadline()))
-
     def deadlines(self, scope: str) -> Deadlines:
         """The scope's deadlines index, or a new one.
 
@@ -285,6 +262,44 @@ class Allocation(Application[UUID]):
     def forget_cached(self) -> None:
         forget_cached(self.repository)
         self._deadlines.clear()
+
+
+SkuNamed = Callable[[str], Sku]
+
+
+def apply_message(message: SkuCommandsMessage, deadlines: Deadlines, sku_named: SkuNamed) -> bool:
+    """The allocation rules for one sku-commands message: its SKU applies its commands (a
+    tick: every SKU whose deadline may have come expires what waited too long). False if
+    the SKU had applied it already (a message delivered again).
+
+    Where the SKUs come from is the caller's: the store (Allocation) or memory (a replay
+    or a what-if, services.operations.replay)."""
+    if isinstance(message, Tick):
+        tick(message, deadlines, sku_named)
+        return True
+    sku = sku_named(message.sku)
+    first = IntakePosition.of_message(message.position)
+    if sku.has_applied(first.command_position):
+        return False
+    sku.begin_input()  # one input: its dates are restated once, after its decisions
+    for index, command in enumerate(message.commands):
+        position = IntakePosition.of_message(message.position, index).command_position
+        cause = Cause(command.causation_id, command.occurred_at, position, step=index)
+        apply_command(sku, cause, command)
+        deadlines.note(sku.sku, sku.deadline_news())
+    sku.end_input(cause)
+    return True
+
+
+def tick(message: Tick, deadlines: Deadlines, sku_named: SkuNamed) -> None:
+    """Visits the SKUs whose deadline may have come, and notes each one's next."""
+    at = message.tick.occurred_at
+    position = IntakePosition.of_message(message.position).command_position
+    cause = Cause(message.tick.causation_id, at, position)
+    for name in deadlines.due(at):
+        sku = sku_named(name)
+        sku.expire(cause)
+        deadlines.note(name, (True, sku.next_deadline()))
 
 
 def apply_command(sku: Sku, cause: Cause, command: SkuCommand) -> None:

@@ -1,0 +1,260 @@
+"""What-if: every decision re-derived from the recorded inputs under other policies, and
+what would have changed, per SKU and per order. Nothing live is touched: the SKUs of the
+what-if live in memory (services/operations/replay.py), or in a scratch store if asked.
+
+A scenario changes what the code lets change without a release: a default policy for the
+SKUs without one of their own (what BACKORDERS_ALLOWED and a `BackorderPolicySet` say), and
+policies imposed on some SKUs from their first input on (a policy file). The queue's order
+is the contract's one rule (priority, order time, arrival): there is no other to try.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from services.allocation.application import Allocation
+from services.intake.application import Intake
+from services.operations.replay import (
+    DecisionRecord,
+    MemoryAllocation,
+    PolicyOverride,
+    Progress,
+    live_decisions,
+    rederive_in_memory,
+)
+
+MODES = ("allow", "deny", "limit")
+
+
+def parse_policy(text: str) -> PolicyOverride:
+    """`allow`, `deny` or `limit:N`, each optionally `,max_wait_days=D`: a policy on the
+    command line (e.g. `limit:20,max_wait_days=14`)."""
+    mode, _, rest = text.partition(",")
+    backorders, _, limit = mode.partition(":")
+    if backorders not in MODES:
+        raise ValueError(f"policy {text!r}: backorders must be one of {', '.join(MODES)}")
+    if (backorders == "limit") != bool(limit):
+        raise ValueError(f"policy {text!r}: `limit` takes a number (limit:N), the others none")
+    max_wait: int | None = None
+    if rest:
+        name, _, value = rest.partition("=")
+        if name.strip() != "max_wait_days" or not value.strip().isdigit():
+            raise ValueError(f"policy {text!r}: after the mode only max_wait_days=D")
+        max_wait = int(value)
+    return checked_policy(backorders, int(limit) if limit else None, max_wait, text)
+
+
+def checked_policy(
+    backorders: str, limit: int | None, max_wait_days: int | None, where: str
+) -> PolicyOverride:
+    """A policy as the contract allows it (BackorderPolicySet), or a clear error."""
+    if backorders not in MODES:
+        raise ValueError(f"{where}: backorders must be one of {', '.join(MODES)}")
+    if backorders == "limit" and (limit is None or limit < 0):
+        raise ValueError(f"{where}: `limit` needs a limit of 0 or more")
+    if max_wait_days is not None and not 1 <= max_wait_days <= 3650:
+        raise ValueError(f"{where}: max_wait_days is 1 to 3650 (or none)")
+    return PolicyOverride(backorders, limit if backorders == "limit" else None, max_wait_days)
+
+
+def load_policies(path: Path) -> dict[str, PolicyOverride]:
+    """A policy file: JSON (or YAML) mapping each SKU to {backorders, limit, max_wait_days}."""
+    text = path.read_text()
+    data: Any
+    if path.suffix in (".yaml", ".yml"):
+        import yaml
+
+        data = yaml.safe_load(text)
+    else:
+        data = json.loads(text)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected an object mapping each SKU to its policy")
+    policies = {}
+    for sku, policy in data.items():
+        if not isinstance(policy, dict) or "backorders" not in policy:
+            raise ValueError(f"{path}: {sku!r} needs at least {{'backorders': ...}}")
+        policies[str(sku)] = checked_policy(
+            str(policy["backorders"]),
+            policy.get("limit"),
+            policy.get("max_wait_days"),
+            f"{path}: {sku}",
+        )
+    return policies
+
+
+@dataclass
+class LineAccount:
+    """What became of one order line, from its decisions."""
+
+    sku: str
+    order_id: str
+    line_id: str
+    allocated: int = 0  # at order time
+    backordered: int = 0
+    rejected: int = 0
+    filled: int = 0
+    expired: int = 0
+    cancelled: int = 0  # queued units the customer cancelled, and releases
+    last_filled_at: str | None = None
+
+
+COUNTED = ("allocated", "backordered", "rejected", "filled", "expired", "cancelled")
+MOVES = {
+    "LineAllocated": "allocated",
+    "LineBackordered": "backordered",
+    "LineRejected": "rejected",
+    "BackorderFilled": "filled",
+    "AllocationReleased": "cancelled",
+}
+
+
+def accounts(records: Iterable[DecisionRecord]) -> dict[tuple[str, str, str], LineAccount]:
+    """Each line's account, folded from its decisions in order."""
+    found: dict[tuple[str, str, str], LineAccount] = {}
+    for record in records:
+        key = (record.sku, record.order_id, record.line_id)
+        line = found.get(key)
+        if line is None:
+            line = found[key] = LineAccount(record.sku, record.order_id, record.line_id)
+        counter = MOVES.get(record.kind)
+        if record.kind == "BackorderCancelled":
+            counter = "expired" if record.reason == "expired" else "cancelled"
+        if counter is None:
+            continue
+        setattr(line, counter, getattr(line, counter) + record.quantity)
+        if record.kind == "BackorderFilled":
+            line.last_filled_at = record.occurred_at
+    return found
+
+
+@dataclass
+class Difference:
+    """The what-if less the live history, for a SKU, an order or all of them."""
+
+    name: str
+    lines: int = 0
+    lines_changed: int = 0
+    filled_sooner: int = 0  # lines whose last unit was filled earlier (or that now are)
+    filled_later: int = 0  # later (or no longer)
+    allocated: int = 0  # units: what-if − live
+    backordered: int = 0
+    rejected: int = 0
+    filled: int = 0
+    expired: int = 0
+    cancelled: int = 0
+
+    def add(self, live: LineAccount | None, then: LineAccount | None) -> None:
+        self.lines += 1
+        changed = False
+        for counter in COUNTED:
+            delta = (getattr(then, counter) if then else 0) - (
+                getattr(live, counter) if live else 0
+            )
+            if delta:
+                changed = True
+                setattr(self, counter, getattr(self, counter) + delta)
+        was, now = _filled_at(live), _filled_at(then)
+        if was != now:
+            changed = True
+            if now is not None and (was is None or now < was):
+                self.filled_sooner += 1
+            else:
+                self.filled_later += 1
+        self.lines_changed += changed
+
+
+def _filled_at(line: LineAccount | None) -> datetime | None:
+    """When the line's queued units were all filled; None if they never were (or none
+    were queued)."""
+    if line is None or line.last_filled_at is None or line.filled < line.backordered:
+        return None
+    return datetime.fromisoformat(line.last_filled_at)
+
+
+@dataclass
+class WhatIfReport:
+    commands: int
+    totals: Difference
+    skus: list[Difference] = field(default_factory=list)  # changed ones, most changed first
+    orders: list[Difference] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "commands": self.commands,
+            "totals": asdict(self.totals),
+            "skus": [asdict(d) for d in self.skus],
+            "orders": [asdict(d) for d in self.orders],
+        }
+
+
+def what_if(
+    intake: Intake,
+    live: Allocation,
+    engine: MemoryAllocation,
+    progress: Progress | None = None,
+    scratch: Path | None = None,
+) -> WhatIfReport:
+    """Re-derives every decision under `engine`'s policies and compares each line's account
+    with the live one's. `scratch`: a new SQLite file to keep the what-if's decisions and
+    line accounts in, for queries (the live stores are only read)."""
+    records = list(rederive_in_memory(intake, engine, progress))
+    then = accounts(records)
+    if scratch is not None:
+        save(scratch, records, then)
+    was = accounts(live_decisions(live))
+    totals = Difference("all")
+    skus: dict[str, Difference] = {}
+    orders: dict[str, Difference] = {}
+    for key in was.keys() | then.keys():
+        live_line, then_line = was.get(key), then.get(key)
+        sku, order_id, _ = key
+        for target in (
+            totals,
+            skus.setdefault(sku, Difference(sku)),
+            orders.setdefault(order_id, Difference(order_id)),
+        ):
+            target.add(live_line, then_line)
+    return WhatIfReport(
+        commands=engine.commands,
+        totals=totals,
+        skus=_most_changed(skus.values()),
+        orders=_most_changed(orders.values()),
+    )
+
+
+def save(
+    path: Path, records: list[DecisionRecord], lines: dict[tuple[str, str, str], LineAccount]
+) -> None:
+    """The what-if's decisions and line accounts as two tables of a new SQLite file."""
+    import sqlite3
+
+    if path.exists():
+        raise FileExistsError(f"{path} exists: a what-if writes a new file, never over one")
+    with sqlite3.connect(path) as db:
+        db.execute(f"CREATE TABLE decisions ({', '.join(DecisionRecord._fields)})")
+        db.executemany(
+            f"INSERT INTO decisions VALUES ({', '.join('?' * len(DecisionRecord._fields))})",
+            records,
+        )
+        columns = list(LineAccount.__dataclass_fields__)
+        db.execute(f"CREATE TABLE line_accounts ({', '.join(columns)})")
+        db.executemany(
+            f"INSERT INTO line_accounts VALUES ({', '.join('?' * len(columns))})",
+            [tuple(asdict(line).values()) for line in lines.values()],
+        )
+
+
+def _most_changed(differences: Iterable[Difference]) -> list[Difference]:
+    changed = [d for d in differences if d.lines_changed]
+    return sorted(
+        changed,
+        key=lambda d: (
+            -(abs(d.allocated) + abs(d.rejected) + abs(d.expired) + d.lines_changed),
+            d.name,
+        ),
+    )
