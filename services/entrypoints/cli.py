@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
+import time
+from collections.abc import Callable, Iterator
 from datetime import datetime
-from typing import Annotated, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -15,6 +19,11 @@ from rich.table import Table
 
 from services.adapters.logs import configure
 from services.adapters.settings import Settings
+
+if TYPE_CHECKING:  # imported where used: the CLI starts fast and connects to nothing at import
+    from services.allocation.application import Allocation
+    from services.operations.explain import ExplainedDecision, LineExplanation, ServedAhead
+    from services.operations.inspection import SkuAsOf
 
 app = typer.Typer(
     help="Event-sourced fulfillment: allocation and backorders per SKU, over Kafka.",
@@ -232,25 +241,44 @@ def sku(
     sku: Annotated[str, typer.Argument(help="The SKU.")],
     history: Annotated[bool, typer.Option(help="Also show every event of the SKU.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+    as_of: Annotated[
+        str | None,
+        typer.Option(
+            "--as-of",
+            metavar="TIME|POSITION",
+            help="The SKU as it was, rebuilt from its events: at POSITION of the allocation "
+            "log (an integer: a decision's source-position, X-Projection-Position), or at "
+            "TIME (RFC 3339 with its offset, e.g. 2026-11-25T10:00:00Z): when the service "
+            "recorded the events, not business time. Queue ages are as of that moment.",
+        ),
+    ] = None,
 ) -> None:
     """Show a SKU's stock, policy and expected supply, its backorder queue in fill order with
-    promised dates, and (--history) its events."""
+    promised dates, and (--history) its events; now, or (--as-of) as it was."""
     from services.entrypoints.bootstrap import build_allocation
     from services.operations.inspection import as_json as to_json
     from services.operations.inspection import describe, sku_history, sku_view
 
     settings = _settings()
     allocation = build_allocation(settings)
-    view = sku_view(allocation, sku, settings.backorders_allowed)
+    then = _sku_as_of(allocation, sku, as_of, settings.backorders_allowed) if as_of else None
+    view = then.view if then else sku_view(allocation, sku, settings.backorders_allowed)
     if view is None:
         console.print(
             f"[red]unknown SKU {sku!r}[/red]: no policy, inbound, receipt or order has named it"
         )
         raise typer.Exit(1)
-    events = [describe(event) for event in sku_history(allocation, sku)] if history else []
+    up_to = then.version if then else None
+    events = [describe(e) for e in sku_history(allocation, sku, up_to)] if history else []
     if as_json:
-        print(to_json({**vars(view), "history": events}))
+        extra: dict[str, Any] = {}
+        if then:
+            aged = [{**line, "age_seconds": then.age_seconds(line)} for line in view.queue]
+            extra = {"as_of": _as_of_fields(then), "queue": aged}
+        print(to_json({**vars(view), **extra, "history": events}))
         return
+    if then:
+        console.print(f"[bold]as of {_as_of_words(then)}[/bold]")
     console.print(
         f"[bold]{view.sku}[/bold]: received {view.received}, shipped {view.shipped}, "
         f"on hand {view.on_hand}, available {view.available}, allocated {view.allocated}, "
@@ -275,9 +303,10 @@ def sku(
     console.print(inbounds)
     queue = Table(title="backorder queue, in fill order")
     columns = ("position", "order", "line", "customer", "priority", "owed", "placed at", "eta")
-    for column in columns:
+    for column in columns if not then else (*columns, "age then"):
         queue.add_column(column)
     for position, line in enumerate(view.queue, start=1):
+        age = [_duration(then.age_seconds(line))] if then else []
         queue.add_row(
             str(position),
             line["order_id"],
@@ -287,10 +316,52 @@ def sku(
             str(line["backordered"]),
             _at(line["placed_at"]),
             _at(line["eta"]),
+            *age,
         )
     console.print(queue)
     if history:
         _print_history(events)
+
+
+def _sku_as_of(
+    allocation: Allocation, sku: str, as_of: str, backorders_allowed: bool
+) -> SkuAsOf | None:
+    """The SKU at `--as-of`, or exits: 2 for a moment no answer can have, 1 before the SKU."""
+    from services.operations.inspection import AsOfError, NotYetError, parse_as_of, sku_view_as_of
+
+    try:
+        moment = parse_as_of(as_of)
+        return sku_view_as_of(allocation, sku, moment, backorders_allowed)
+    except NotYetError as error:
+        console.print(f"[red]{error}[/red]")
+        raise typer.Exit(1) from None
+    except (AsOfError, ValueError) as error:
+        console.print(f"[red]--as-of:[/red] {error}")
+        raise typer.Exit(2) from None
+
+
+def _as_of_fields(then: SkuAsOf) -> dict[str, Any]:
+    return {
+        "position": then.position,
+        "time": then.time,
+        "recorded_by": then.moment,
+        "sku_version": then.version,
+    }
+
+
+def _as_of_words(then: SkuAsOf) -> str:
+    asked = f"position {then.position}" if then.time is None else then.time.isoformat()
+    return (
+        f"{asked} (recorded by {then.moment.isoformat()}; the SKU at version {then.version}, "
+        "rebuilt from its events)"
+    )
+
+
+def _duration(seconds: int) -> str:
+    """An age as people read it: days, hours and minutes."""
+    days, rest = divmod(seconds, 86_400)
+    hours, rest = divmod(rest, 3_600)
+    return f"{days}d {hours}h {rest // 60}m" if days else f"{hours}h {rest // 60}m"
 
 
 @app.command()
@@ -328,6 +399,111 @@ def order(
     _print_history(events)
 
 
+@app.command()
+def explain(
+    order_id: Annotated[str, typer.Argument(help="The order id.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """Explain an order: for each line, its decisions in order, each with the input that
+    caused it (kind, event id, business time); and every receipt or release that filled
+    someone else while the line waited: who was served, and the queue rule that put them
+    ahead (priority, order time, arrival)."""
+    import dataclasses
+
+    from services.entrypoints.bootstrap import build_allocation, build_intake
+    from services.operations.explain import explain_placed_order
+    from services.operations.inspection import as_json as to_json
+
+    settings = _settings()
+    intake, allocation = build_intake(settings), build_allocation(settings)
+    explained = explain_placed_order(intake, allocation, order_id)
+    if explained is None:
+        console.print(f"[red]unknown order {order_id!r}[/red]: intake never placed it")
+        raise typer.Exit(1)
+    if as_json:
+        print(to_json(dataclasses.asdict(explained)))
+        return
+    for line in explained.lines:
+        _print_explained_line(line)
+
+
+def _print_explained_line(line: LineExplanation) -> None:
+    if line.ordered is None:
+        console.print(f"\n[bold]line {line.line_id}[/bold] ({line.sku}): not placed at its SKU yet")
+        return
+    queued = "" if line.arrival is None else f", queued at arrival {line.arrival}"
+    console.print(
+        f"\n[bold]line {line.line_id}[/bold] ({line.sku}): ordered {line.ordered}, "
+        f"priority {line.priority}, order time {_at(line.placed_at)}{queued}"
+    )
+    decisions = Table(title=f"line {line.line_id}: its decisions, in order")
+    for column in ("#", "decision", "units", "detail", "caused by", "event id", "business time"):
+        # An event id is folded when narrow, never cut: it is what one searches the logs for.
+        decisions.add_column(column, overflow="fold" if column == "event id" else "ellipsis")
+    for number, decision in enumerate(line.decisions, start=1):
+        decisions.add_row(
+            str(number),
+            decision.decision,
+            str(decision.quantity),
+            _explained_detail(decision),
+            decision.cause.input,
+            str(decision.cause.event_id),
+            _at(decision.cause.occurred_at),
+        )
+    console.print(decisions)
+    if not line.served_ahead:
+        console.print("nobody else was served while it waited")
+        return
+    console.print(f"line {line.line_id}: who was served while it waited, and why first")
+    for record in line.served_ahead:
+        cause = record.cause
+        console.print(
+            f"  {cause.input} {cause.event_id} at {_at(cause.occurred_at)}, {_supply(record)}: "
+            f"the line waited for {record.waiting}, "
+            f"got {record.line_got}",
+            soft_wrap=True,
+        )
+        served = Table(show_edge=False, pad_edge=False)
+        for column in ("served", "units", "ahead by", "priority", "order time", "arrival"):
+            served.add_column(column)
+        for other in record.served:
+            served.add_row(
+                f"{other.order_id} line {other.line_id}",
+                str(other.units),
+                other.ahead_by,
+                str(other.priority),
+                _at(other.placed_at),
+                str(other.arrival),
+            )
+        console.print(served)
+
+
+def _explained_detail(decision: ExplainedDecision) -> str:
+    details = []
+    if decision.queue_position is not None:
+        details.append(f"queue position {decision.queue_position}")
+    if decision.previous_eta is not None or decision.decision == "BackorderEtaChanged":
+        details.append(f"eta {_at(decision.previous_eta)} → {_at(decision.eta)}")
+    elif decision.eta is not None:
+        details.append(f"eta {_at(decision.eta)}")
+    if decision.remaining is not None:
+        details.append(f"{decision.remaining} remaining")
+    if decision.reason:
+        details.append(f"reason {decision.reason}")
+    if decision.shipment_id:
+        details.append(f"shipment {decision.shipment_id}")
+    return ", ".join(details)
+
+
+def _supply(record: ServedAhead) -> str:
+    """What the input made available: a receipt, or the units a cancellation released."""
+    if record.receipt_id is not None:
+        return f"receipt {record.receipt_id}: {record.received} units"
+    return ", ".join(
+        f"released by {x.order_id} line {x.line_id}: {x.units} units" for x in record.released
+    )
+
+
 def _print_history(events: list[dict[str, object]]) -> None:
     table = Table(title="history, oldest first")
     for column in ("event", "business time", "details"):
@@ -340,47 +516,136 @@ def _print_history(events: list[dict[str, object]]) -> None:
 
 
 @app.command()
-def replay(
-    into: Annotated[
+def replay(  # noqa: PLR0917 - typer options, by name on the command line
+    what_if: Annotated[
+        bool,
+        typer.Option(
+            "--what-if",
+            help="Re-derive under other policies (--default-policy, --policies) and report "
+            "what would have changed per SKU and order, instead of comparing.",
+        ),
+    ] = False,
+    default_policy: Annotated[
         str | None,
-        typer.Option(help="Re-derive into this DATABASE_URL (default: in memory)."),
+        typer.Option(
+            help="What-if: the policy of every SKU without one of its own, e.g. `deny`, "
+            "`allow`, `limit:20`, `limit:20,max_wait_days=14`.",
+        ),
     ] = None,
+    policies: Annotated[
+        Path | None,
+        typer.Option(
+            help="What-if: a JSON or YAML file mapping SKUs to {backorders, limit, "
+            "max_wait_days}, imposed from their first input on (their own policy inputs "
+            "ignored).",
+        ),
+    ] = None,
+    save: Annotated[
+        Path | None,
+        typer.Option(
+            help="What-if: also write its decisions and line accounts to this new SQLite file."
+        ),
+    ] = None,
+    report: Annotated[
+        Path | None, typer.Option(help="What-if: write the whole report (JSON) here.")
+    ] = None,
+    top: Annotated[int, typer.Option(help="What-if: SKUs and orders listed.")] = 15,
 ) -> None:
-    """Re-derive every decision from intake's recorded inputs and compare with the live ones.
-
-    Exits 1 if any SKU's decisions differ (ids included)."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-    from services.adapters.store import application_env
-    from services.allocation.application import Allocation
+    """Re-derive every decision from intake's recorded inputs (in memory: the live stores are
+    only read) and compare with the live ones; exits 1 if any SKU's decisions differ (ids
+    included). With --what-if: under other policies, and say what would have changed."""
     from services.entrypoints.bootstrap import build_allocation, build_intake
-    from services.operations.inspection import replay as run_replay
+    from services.operations.replay import MemoryAllocation
+    from services.operations.replay import replay as run_replay
+    from services.operations.what_if import load_policies, parse_policy
+    from services.operations.what_if import what_if as run_what_if
 
+    if not what_if and (default_policy or policies or save or report):
+        raise typer.BadParameter(
+            "--default-policy, --policies, --save and --report go with --what-if"
+        )
+    try:
+        engine = MemoryAllocation(
+            default_policy=parse_policy(default_policy) if default_policy else None,
+            policies=load_policies(policies) if policies else {},
+        )
+    except (ValueError, OSError) as error:
+        raise typer.BadParameter(str(error)) from error
+    if save is not None and save.exists():
+        raise typer.BadParameter(f"{save} exists: --save writes a new file")
     settings = _settings()
     intake, live = build_intake(settings), build_allocation(settings)
-    env = (
-        application_env(into, "allocation")
-        if into
-        else {"PERSISTENCE_MODULE": "eventsourcing.popo"}
-    )
-    fresh = Allocation(env=env)
-    columns = (TextColumn("re-deriving"), BarColumn(), TextColumn("{task.completed}/{task.total}"))
-    with Progress(*columns, TimeRemainingColumn(), console=console) as progress:
-        task = progress.add_task("replay", total=None)
-        report = run_replay(
-            intake,
-            live,
-            fresh,
-            lambda done, total: progress.update(task, completed=done, total=total),
-        )
+    with _replay_progress(engine) as advance:
+        if what_if:
+            found = run_what_if(intake, live, engine, advance, scratch=save)
+        else:
+            compared = run_replay(intake, live, advance, engine=engine)
+    if what_if:
+        _print_what_if(found, top)
+        if report is not None:
+            report.write_text(json.dumps(found.as_dict(), indent=2))
+            console.print(f"report: {report}")
+        if save is not None:
+            console.print(f"decisions and line accounts: {save} (SQLite)")
+        return
     console.print(
-        f"commands {report.commands}, decisions live {report.live}, "
-        f"re-derived {report.rederived}, SKUs that differ {len(report.mismatched_skus)}"
+        f"commands {compared.commands}, decisions live {compared.live}, "
+        f"re-derived {compared.rederived}, SKUs that differ {len(compared.mismatched_skus)}"
     )
-    if not report.identical:
-        console.print(f"[red]differ:[/red] {', '.join(report.mismatched_skus[:20])}")
+    if not compared.identical:
+        console.print(f"[red]differ:[/red] {', '.join(compared.mismatched_skus[:20])}")
         raise typer.Exit(1)
     console.print("[green]identical[/green]: the recorded inputs give the same decisions")
+
+
+@contextlib.contextmanager
+def _replay_progress(engine: Any) -> Iterator[Callable[[int, int], None]]:
+    """A bar over intake's log, with the commands applied a second and the time left."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (
+        TextColumn("re-deriving"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TextColumn("{task.fields[rate]:>8,.0f} commands/s"),
+        TimeRemainingColumn(),
+    )
+    started = time.monotonic()
+    with Progress(*columns, console=console) as bar:
+        task = bar.add_task("replay", total=None, rate=0.0)
+
+        def advance(done: int, total: int) -> None:
+            rate = engine.commands / max(time.monotonic() - started, 1e-6)
+            bar.update(task, completed=done, total=total, rate=rate)
+
+        yield advance
+
+
+def _print_what_if(found: Any, top: int) -> None:
+    totals = found.totals
+    console.print(
+        f"commands {found.commands}; lines {totals.lines}, changed {totals.lines_changed} "
+        f"(filled sooner {totals.filled_sooner}, later or no longer {totals.filled_later})"
+    )
+    columns = ("allocated", "backordered", "rejected", "filled", "expired", "cancelled")
+    for title, everyone in (("all", [totals]), ("SKUs", found.skus), ("orders", found.orders)):
+        rows = everyone[:top]
+        if not rows:
+            continue
+        shown = "" if title == "all" else f" (the {len(rows)} most changed of {len(everyone)})"
+        table = Table(title=f"what-if − live: {title}{shown}")
+        table.add_column("name")
+        for column in ("lines changed", *columns, "sooner", "later"):
+            table.add_column(column, justify="right")
+        for row in rows:
+            table.add_row(
+                row.name,
+                str(row.lines_changed),
+                *(f"{getattr(row, c):+d}" for c in columns),
+                str(row.filled_sooner),
+                str(row.filled_later),
+            )
+        console.print(table)
 
 
 projections = typer.Typer(help="The read models: status and rebuild.", no_args_is_help=True)

@@ -12,9 +12,8 @@ import pytest
 from aiokafka.structs import ConsumerRecord
 
 from services.adapters.settings import Settings
-from services.allocation.application import Allocation
 from services.entrypoints.bootstrap import build_allocation, build_intake
-from services.operations.inspection import replay
+from services.operations.replay import replay
 from tests.harness import (
     T0,
     as_json,
@@ -486,10 +485,6 @@ async def test_a_restart_in_the_middle_of_a_mixed_history_changes_no_decision(
     assert sorted(d["error"] for d in bodies(interrupted_dead)) == refused
 
     # And intake's recorded inputs, replayed without Kafka, give the very same decisions.
-    report = replay(
-        build_intake(interrupted_settings),
-        build_allocation(interrupted_settings),
-        Allocation(env={"PERSISTENCE_MODULE": "eventsourcing.popo"}),
-    )
+    report = replay(build_intake(interrupted_settings), build_allocation(interrupted_settings))
     assert report.identical, report
     assert report.live == len(in_decision_order(interrupted))

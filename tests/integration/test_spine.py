@@ -8,9 +8,8 @@ from typing import Any
 import pytest
 
 from services.adapters.settings import Settings
-from services.allocation.application import Allocation
 from services.entrypoints.bootstrap import build_allocation, build_intake
-from services.operations.inspection import replay
+from services.operations.replay import replay
 from tests.harness import (
     as_json,
     bodies,
@@ -238,11 +237,7 @@ async def test_a_restart_mid_stream_resumes_without_loss_or_duplicates(
     assert _per_sku(interrupted) == _per_sku(uninterrupted)
 
     # And intake's recorded inputs, replayed without Kafka, give the very same decisions.
-    report = replay(
-        build_intake(interrupted_settings),
-        build_allocation(interrupted_settings),
-        Allocation(env={"PERSISTENCE_MODULE": "eventsourcing.popo"}),
-    )
+    report = replay(build_intake(interrupted_settings), build_allocation(interrupted_settings))
     assert report.identical, report
     assert report.live == len(in_decision_order(interrupted))
 

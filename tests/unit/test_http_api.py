@@ -32,7 +32,14 @@ from services.adapters.store import application_env
 from services.allocation.application import Allocation
 from services.entrypoints.http import create_app, dependencies
 
-FRESH_PATHS = ["/skus/S", "/skus/S/backorders", "/skus/S/demand", "/backorders", "/orders/O"]
+FRESH_PATHS = [
+    "/skus/S",
+    "/skus/S/backorders",
+    "/skus/S/demand",
+    "/backorders",
+    "/orders/O",
+    "/orders/O/explain",
+]
 
 
 class LogAhead(ReadModels):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from typing import Any, Literal
+from uuid import UUID
 
 from pydantic import BaseModel, Field
 
@@ -310,3 +311,150 @@ class Overview(BaseModel):
     now: OverviewNow
     totals: OverviewTotals
     series: list[OverviewBucket]
+
+
+# --- explain and time travel (issue 12, points 1 and 2: an order explained, a SKU as it was) ---
+
+
+class InputCause(BaseModel):
+    """The input that caused a decision (or a fill)."""
+
+    input: Literal[
+        "OrderPlaced",
+        "OrderCancelled",
+        "StockReceived",
+        "ShipmentDispatched",
+        "BackorderPolicySet",
+        "InboundExpected",
+        "ClockTicked",
+    ] = Field(description="The input's type, as on its topic.")
+    event_id: UUID = Field(description="The input's `event_id`: the decision's `causation_id`.")
+    occurred_at: datetime = Field(description="The input's business time.")
+
+
+class ExplainedDecision(BaseModel):
+    """One decision about the line, with its cause."""
+
+    decision: Literal[
+        "LineAllocated",
+        "LineBackordered",
+        "LineRejected",
+        "BackorderFilled",
+        "BackorderCancelled",
+        "AllocationReleased",
+        "LineShipped",
+        "BackorderEtaChanged",
+    ]
+    quantity: int
+    cause: InputCause
+    recorded_at: datetime = Field(description="When the service took it.")
+    queue_position: int | None = Field(description="Backorders: the place taken in the queue.")
+    remaining: int | None = Field(
+        description="Fills and cancellations: units still queued; shipments: still allocated."
+    )
+    reason: str | None = Field(
+        description="Rejections: `backorders_denied` or `backorder_limit`; cancellations of "
+        "queued units: `cancelled` or `expired`."
+    )
+    eta: datetime | None = Field(description="Backorders and ETA changes: the promised date.")
+    previous_eta: datetime | None = Field(description="ETA changes: the date promised before.")
+    shipment_id: str | None
+
+
+class ServedLine(BaseModel):
+    """A line filled while the explained one waited."""
+
+    order_id: str
+    line_id: str
+    units: int
+    ahead_by: Literal["priority", "order time", "arrival"] = Field(
+        description="The queue's first rule that put it ahead: `priority` (a higher "
+        "priority), `order time` (the same priority, an earlier order `occurred_at`), "
+        "`arrival` (the same priority and order time, it reached the SKU earlier)."
+    )
+    priority: int
+    placed_at: datetime = Field(description="Its order's business time.")
+    arrival: int = Field(description="Where it reached the SKU: the intake position.")
+
+
+class ReleasedUnits(BaseModel):
+    order_id: str
+    line_id: str
+    units: int
+
+
+class ServedAhead(BaseModel):
+    """A receipt or a cancellation's release that filled others while the line waited."""
+
+    cause: InputCause
+    waiting: int = Field(description="Units the line still waited for when it came.")
+    receipt_id: str | None = Field(description="A receipt: its id.")
+    received: int | None = Field(description="A receipt: the units received.")
+    released: list[ReleasedUnits] = Field(description="A cancellation: what it released.")
+    served: list[ServedLine] = Field(description="Who was filled ahead of the line, in order.")
+    line_got: int = Field(description="Units the line itself got from it, after them.")
+
+
+class LineExplanation(BaseModel):
+    """One line: its placement at its SKU, its decisions in order, and who was served
+    while it waited. The placement's fields are null while the SKU has not placed it."""
+
+    line_id: str
+    sku: str
+    line_index: int | None
+    customer_id: str | None
+    priority: int | None
+    placed_at: datetime | None = Field(description="Its order's business time.")
+    ordered: int | None
+    cancelled_before_placement: int
+    arrival: int | None = Field(
+        description="Where it reached the SKU (the intake position), if it was ever queued."
+    )
+    decisions: list[ExplainedDecision]
+    served_ahead: list[ServedAhead] = Field(
+        description="Every receipt or release that filled someone else while the line "
+        "waited (from its LineBackordered to its last unit filled or cancelled)."
+    )
+
+
+class OrderExplanation(BaseModel):
+    order_id: str
+    lines: list[LineExplanation]
+
+
+class AsOf(BaseModel):
+    """The moment a SKU is shown at."""
+
+    position: int | None = Field(description="The allocation-log position asked for.")
+    time: datetime | None = Field(description="The time asked for (when events were recorded).")
+    recorded_by: datetime = Field(
+        description="When the service had recorded that much: queue ages are measured at it."
+    )
+    sku_version: int = Field(description="The SKU's last event (version) at that moment.")
+
+
+class InboundThen(BaseModel):
+    inbound_id: str
+    quantity: int = Field(description="Units still expected.")
+    expected_at: datetime
+
+
+class SkuAsOf(BaseModel):
+    """A SKU as it was, rebuilt from its events."""
+
+    sku: str
+    as_of: AsOf
+    available: int = Field(description="On hand and not allocated.")
+    allocated: int = Field(description="Held by order lines, not yet shipped.")
+    backordered: int = Field(description="Owed to the queue.")
+    open_backorders: int = Field(description="Lines waiting in the queue.")
+    on_hand: int = Field(description="In the warehouse: received and not shipped.")
+    received: int = Field(description="Units ever received.")
+    shipped: int = Field(description="Units ever shipped.")
+    inbound: int = Field(description="Units expected on the open inbounds.")
+    policy: SkuPolicy
+    policy_set: bool = Field(
+        description="false: the SKU had no policy of its own (the service's default now)."
+    )
+    inbounds: list[InboundThen] = Field(description="Open, in the order they cover the queue.")
+    queue: list[Backorder] = Field(description="In fill order; ages as of that moment.")
