@@ -25,7 +25,7 @@ run: install kafka
 	@bash scripts/run-demo.sh
 
 ## test: set up, start Kafka and PostgreSQL, run ruff, mypy and the whole pytest suite
-test: install kafka postgres browser lint typecheck
+test: install kafka postgres browser kubeconform lint typecheck
 	rm -f data/reliability-results.jsonl
 	DATABASE_URL_TEST="$$(deploy/postgres/postgres.sh url test)" $(BIN)/pytest
 	@echo; echo "Fault-injection summary (data/reliability-results.jsonl):"

@@ -5,6 +5,7 @@
 #   make postgres        private PostgreSQL cluster on 127.0.0.1:PG_PORT (default 5432); prints DATABASE_URL
 #   make postgres-stop
 #   make browser         Debian's chromium for the browser tests (apt-get, as root; nothing when installed)
+#   make kubeconform     kubeconform for deploy/kubernetes/validate.sh (built from the Go module proxy once, ~20 s)
 
 DEPLOY_KAFKA    := deploy/kafka/kafka.sh
 DEPLOY_POSTGRES := deploy/postgres/postgres.sh
@@ -26,3 +27,8 @@ postgres-stop:
 
 browser:
 	@bash $(DEPLOY_BROWSER) install
+
+# deploy/kubernetes/validate.sh checks the manifests with it; so does `make test`.
+.PHONY: kubeconform
+kubeconform:
+	@bash deploy/kubernetes/validate.sh install
