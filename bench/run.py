@@ -25,6 +25,7 @@ import traceback
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from functools import partial
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -45,6 +46,7 @@ BENCHMARKS = (
     "eta",
     "end_to_end",
     "service",
+    "replay",
 )
 SNAPSHOTTING = ("service", "eventsourcing", "both")
 STORES = ("sqlite", "postgres")
@@ -95,6 +97,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=1_000,
         help="eta: commands of each probe, per round in memory (x --rounds on SQLite)",
     )
+    replay_flags(parser)
     add("--e2e-orders", type=int, default=5_000, help="end_to_end burst of orders")
     add("--paced-orders", type=int, default=1_000, help="end_to_end paced orders (0: none)")
     add("--paced-rate", type=float, default=200.0, help="end_to_end paced orders per second")
@@ -127,11 +130,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.eta_lines = 5_000
         args.eta_commands = 200
         args.e2e_orders = 200
+        args.replay_orders = 1_000
         args.paced_orders = 50
         args.paced_rate = 100.0
         args.e2e_timeout = 60.0
         service_quick(args)
     return args
+
+
+def replay_flags(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument
+    add("--replay-orders", type=int, default=30_000, help="replay: orders of the history")
+    add("--replay-skus", type=int, default=200, help="replay: SKUs of the history")
 
 
 def service_quick(args: argparse.Namespace) -> None:
@@ -419,6 +429,7 @@ def eta(args: argparse.Namespace, stores: Stores, kinds: list[str]) -> dict[str,
 
 def run_all(args: argparse.Namespace) -> dict[str, Any]:
     from bench import end_to_end, micro
+    from bench import replay as replays
 
     only = [name.strip() for name in args.only.split(",") if name.strip()]
     kinds = [kind.strip() for kind in args.stores.split(",") if kind.strip()]
@@ -481,6 +492,11 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
             results["hot_sku"] = hot_sku(args, per_store, kinds)
         if "eta" in only:
             results["eta"] = eta(args, stores, kinds)
+        results.update(
+            {"replay": per_store("replay", partial(replays.bench_replay, args=args))}
+            if "replay" in only
+            else {}
+        )
         results.update(bench_service(args, only, kinds, postgres, stores))
         if "end_to_end" in only:
             results["end_to_end"] = per_store(
