@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -550,15 +551,19 @@ def replay(  # noqa: PLR0917 - typer options, by name on the command line
         Path | None, typer.Option(help="What-if: write the whole report (JSON) here.")
     ] = None,
     top: Annotated[int, typer.Option(help="What-if: SKUs and orders listed.")] = 15,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Processes, each over a share of the SKUs (default: one a usable core)."
+        ),
+    ] = None,
 ) -> None:
     """Re-derive every decision from intake's recorded inputs (in memory: the live stores are
     only read) and compare with the live ones; exits 1 if any SKU's decisions differ (ids
     included). With --what-if: under other policies, and say what would have changed."""
     from services.entrypoints.bootstrap import build_allocation, build_intake
-    from services.operations.replay import MemoryAllocation
-    from services.operations.replay import replay as run_replay
-    from services.operations.what_if import load_policies, parse_policy
-    from services.operations.what_if import what_if as run_what_if
+    from services.operations.replay import MemoryAllocation, compare_job, in_shares, merged
+    from services.operations.what_if import load_policies, parse_policy, what_if_in_shares
 
     if not what_if and (default_policy or policies or save or report):
         raise typer.BadParameter(
@@ -574,12 +579,16 @@ def replay(  # noqa: PLR0917 - typer options, by name on the command line
     if save is not None and save.exists():
         raise typer.BadParameter(f"{save} exists: --save writes a new file")
     settings = _settings()
-    intake, live = build_intake(settings), build_allocation(settings)
+
+    def stores() -> tuple[Any, Any]:  # each worker opens its own
+        return build_intake(settings), build_allocation(settings)
+
+    processes = workers or len(os.sched_getaffinity(0))
     with _replay_progress(engine) as advance:
         if what_if:
-            found = run_what_if(intake, live, engine, advance, scratch=save)
+            found = what_if_in_shares(stores, engine, processes, advance, scratch=save)
         else:
-            compared = run_replay(intake, live, advance, engine=engine)
+            compared = merged(in_shares(stores, engine, compare_job, processes, advance))
     if what_if:
         _print_what_if(found, top)
         if report is not None:
@@ -646,6 +655,74 @@ def _print_what_if(found: Any, top: int) -> None:
                 str(row.filled_later),
             )
         console.print(table)
+
+
+@app.command()
+def restore(
+    from_kafka: Annotated[
+        bool,
+        typer.Option(
+            "--from-kafka",
+            help="Rebuild the stores from the topics (the only source there is).",
+        ),
+    ] = False,
+) -> None:
+    """Rebuild intake's store from the input topics, then allocation and the read models,
+    into the empty store DATABASE_URL names: for when the database is lost and Kafka kept its
+    topics (from their first message: see docs/operations.md, "A lost database"). Stop the
+    service first. Exits 1 if a decision on the topic was not re-derived."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from services.entrypoints.bootstrap import build_allocation, build_intake, build_read_models
+    from services.operations.restore import RestoreRefusedError
+    from services.operations.restore import restore as run_restore
+
+    if not from_kafka:
+        raise typer.BadParameter("say where from: --from-kafka (the only source there is)")
+    settings = _settings()
+    intake, allocation = build_intake(settings), build_allocation(settings)
+    columns = (
+        TextColumn("{task.description:<12}"),
+        BarColumn(),
+        TextColumn("{task.completed:>9,}/{task.total:<9,}"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console) as bar:
+        tasks: dict[str, TaskID] = {}
+
+        def advance(phase: str, done: int, total: int) -> None:
+            if phase not in tasks:
+                tasks[phase] = bar.add_task(phase, total=total)
+            bar.update(tasks[phase], completed=done, total=total)
+
+        try:
+            found = run_restore(
+                settings,
+                intake,
+                allocation,
+                lambda: build_read_models(settings, allocation),
+                advance,
+            )
+        except RestoreRefusedError as error:
+            console.print(f"[red]refused:[/red] {error}")
+            raise typer.Exit(2) from error
+    console.print(
+        f"inputs {found.inputs} (placed by {found.ordered_by}: {found.anchored} exactly), "
+        f"intake notifications {found.recorded}, sku-commands messages {found.sku_messages} "
+        f"over {found.sku_partitions} partitions, decisions {found.decisions} "
+        f"({found.decisions_on_topic} already on the topic, "
+        f"{found.decisions_missing_from_topic} to publish), read models at "
+        f"{found.read_model_position}"
+    )
+    for note in found.notes:
+        console.print(f"[yellow]note:[/yellow] {note}")
+    if found.decisions_not_rederived:
+        console.print(
+            f"[red]{found.decisions_not_rederived} decisions on the topic were not re-derived"
+            "[/red]: the inputs did not replay as the lost stores took them (see the notes)"
+        )
+        raise typer.Exit(1)
+    console.print("[green]restored[/green]: start the service; it goes on from the topics")
 
 
 projections = typer.Typer(help="The read models: status and rebuild.", no_args_is_help=True)

@@ -15,9 +15,13 @@ events at every batch.
 
 from __future__ import annotations
 
+import multiprocessing
+import traceback
+import zlib
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from dataclasses import dataclass, field, replace
+from multiprocessing.connection import Connection
+from typing import Any, NamedTuple, TypeVar
 from uuid import UUID
 
 import orjson
@@ -28,7 +32,7 @@ from events.commands import SetPolicy, SkuCommands, SkuCommandsMessage
 from events.decisions import Decision
 from projections.runner import AllocationLog
 from services.allocation.application import Allocation, apply_message
-from services.allocation.domain import Cause, Deadlines, Sku
+from services.allocation.domain import Cause, Deadlines, Sku, sku_aggregate_id
 from services.allocation.translate import decision_message
 from services.intake.application import Intake
 from services.intake.translate import sku_command_messages, tick_message
@@ -117,20 +121,28 @@ def _record_of_state(kind: str, state: dict[str, Any]) -> DecisionRecord:
     )
 
 
-def live_decisions(allocation: Allocation, page: int = 10_000) -> Iterator[DecisionRecord]:
-    """The allocation log's decisions in log order, read as the read models read the log."""
+def live_decisions(
+    allocation: Allocation, page: int = 10_000, share: Share | None = None
+) -> Iterator[DecisionRecord]:
+    """The allocation log's decisions in log order, read as the read models read the log;
+    with a share, only its SKUs' (the others are not even parsed)."""
     log = AllocationLog(allocation)
+    held: dict[Any, bool] = {}
     kinds: dict[str, str | None] = {}
     position = 0
     while True:
         rows = log.stored(position, page)
         if rows is None:  # not the library's plain JSON: its mapper decodes
-            yield from _through_the_library(allocation, position)
+            for found in _through_the_library(allocation, position):
+                if share is None or share.holds_sku(found.sku, held):
+                    yield found
             return
         count = 0
         for row in rows:
             count += 1
             position, topic, state = row[0], row[3], row[4]
+            if share is not None and not share.holds_id(row[1], held):
+                continue
             kind = kinds.get(topic, "")
             if kind == "":
                 name = resolve_topic(topic).__name__
@@ -195,6 +207,31 @@ class PolicyOverride:
     max_wait_days: int | None = None
 
 
+@dataclass(frozen=True)
+class Share:
+    """One of `of` workers' part of the SKUs, by a stable hash of each SKU's aggregate id
+    (a replay runs a worker a core: SKUs are decided independently, ticks by everyone)."""
+
+    index: int
+    of: int
+
+    def holds_sku(self, sku: str, known: dict[Any, bool]) -> bool:
+        found = known.get(sku)
+        if found is None:
+            found = known[sku] = self._holds(sku_aggregate_id(sku))
+        return found
+
+    def holds_id(self, originator_id: Any, known: dict[Any, bool]) -> bool:
+        """`originator_id` as a store returns it: a UUID, or its text (SQLite)."""
+        found = known.get(originator_id)
+        if found is None:
+            found = known[originator_id] = self._holds(UUID(str(originator_id)))
+        return found
+
+    def _holds(self, aggregate_id: UUID) -> bool:
+        return zlib.crc32(aggregate_id.bytes) % self.of == self.index
+
+
 @dataclass
 class MemoryAllocation:
     """The allocation stage's rules over SKUs kept in memory: what a replay or a what-if
@@ -209,6 +246,8 @@ class MemoryAllocation:
     skus: dict[str, Sku] = field(default_factory=dict)
     deadlines: Deadlines = field(default_factory=lambda: Deadlines.start("all"))
     commands: int = 0
+    share: Share | None = None  # only these SKUs (a worker's part), else all
+    _held: dict[Any, bool] = field(default_factory=dict)
 
     def apply(self, messages: Iterable[SkuCommandsMessage]) -> list[DecisionRecord]:
         """Applies the messages in order; returns the decisions they took."""
@@ -221,15 +260,18 @@ class MemoryAllocation:
             touched[name] = found
             return found
 
+        share = self.share
         for message in messages:
             if isinstance(message, SkuCommands):
+                if share is not None and not share.holds_sku(message.sku, self._held):
+                    continue
                 self.commands += len(message.commands)
                 if self.policies or self.default_policy:
                     message = self._imposed(message, sku_named)  # noqa: PLW2901
                     if not message.commands:
                         continue
-            else:
-                self.commands += 1
+            elif share is None or share.index == 0:
+                self.commands += 1  # a tick: every worker applies it, one counts it
             apply_message(message, self.deadlines, sku_named)
         decided: list[DecisionRecord] = []
         for sku in touched.values():
@@ -361,10 +403,10 @@ def replay(
     engine: MemoryAllocation | None = None,
 ) -> ReplayReport:
     """Re-derives every decision from intake's inputs in memory and compares them, SKU by
-    SKU, with the live allocation log's (ids included)."""
+    SKU, with the live allocation log's (ids included); with a share in `engine`, its SKUs."""
     engine = engine or MemoryAllocation()
     rederived = per_sku(rederive_in_memory(intake, engine, progress))
-    actual = per_sku(live_decisions(live))
+    actual = per_sku(live_decisions(live, share=engine.share))
     return ReplayReport(
         commands=engine.commands,
         live=sum(map(len, actual.values())),
@@ -373,3 +415,118 @@ def replay(
             sku for sku in rederived.keys() | actual.keys() if rederived.get(sku) != actual.get(sku)
         ),
     )
+
+
+def merged(reports: Iterable[ReplayReport]) -> ReplayReport:
+    """The workers' reports as one (their SKUs do not overlap)."""
+    total = ReplayReport()
+    for report in reports:
+        total.commands += report.commands
+        total.live += report.live
+        total.rederived += report.rederived
+        total.mismatched_skus += report.mismatched_skus
+    total.mismatched_skus.sort()
+    return total
+
+
+# --- a worker a core ----------------------------------------------------------------------
+
+T = TypeVar("T")
+Stores = Callable[[], tuple[Intake, Allocation]]
+Job = Callable[[Intake, Allocation, MemoryAllocation, Progress], T]
+
+
+def in_shares(
+    stores: Stores,
+    engine: MemoryAllocation,
+    job: Job[T],
+    workers: int,
+    progress: Progress | None = None,
+) -> list[T]:
+    """Runs `job` in `workers` processes, each over its share of the SKUs (each opens the
+    stores itself, reads the whole intake log and keeps its SKUs), and returns their results.
+    One worker: in this process. `engine.commands` follows the workers' total, for rates.
+
+    Processes, not threads: re-deriving is Python work, and a process a core is what makes
+    it scale (the GIL would serialise threads). Forked, so nothing is pickled on the way in
+    and the workers start at once; their results come back pickled."""
+    if workers <= 1:
+        intake, live = stores()
+        return [job(intake, live, engine, progress or _ignore)]
+    context = multiprocessing.get_context("fork")
+    done = [context.Value("q", 0) for _ in range(workers)]
+    totals = [context.Value("q", 0) for _ in range(workers)]
+    counts = [context.Value("q", 0) for _ in range(workers)]
+    pipes = [context.Pipe(duplex=False) for _ in range(workers)]
+    children = [
+        context.Process(
+            target=_worker,
+            args=(
+                stores,
+                replace(engine, share=Share(index, workers)),
+                job,
+                (done[index], totals[index], counts[index]),
+                pipes[index][1],
+            ),
+            name=f"replay-{index}",
+            daemon=True,
+        )
+        for index in range(workers)
+    ]
+    for child in children:
+        child.start()
+    results: dict[int, T] = {}
+    try:
+        while len(results) < workers:
+            for index, (reader, _) in enumerate(pipes):
+                if index not in results and reader.poll(0.05):
+                    status, payload = reader.recv()
+                    if status != "ok":
+                        raise RuntimeError(f"replay worker {index} failed:\n{payload}")
+                    results[index] = payload
+            engine.commands = sum(count.value for count in counts)
+            if progress is not None:
+                progress(min(d.value for d in done), max(t.value for t in totals))
+            dead = [c for i, c in enumerate(children) if i not in results and not c.is_alive()]
+            if dead and not any(reader.poll() for reader, _ in pipes):
+                raise RuntimeError(f"replay worker {dead[0].name} died ({dead[0].exitcode})")
+    finally:
+        for child in children:
+            if child.is_alive():
+                child.kill()
+            child.join()
+    return [results[index] for index in range(workers)]
+
+
+def _ignore(done: int, total: int) -> None:
+    """No progress to show."""
+
+
+def _worker(
+    stores: Stores,
+    engine: MemoryAllocation,
+    job: Job[Any],
+    shared: tuple[Any, Any, Any],
+    pipe: Connection,
+) -> None:
+    done, total, commands = shared
+
+    def progress(position: int, head: int) -> None:
+        done.value, total.value, commands.value = position, head, engine.commands
+
+    try:
+        intake, live = stores()
+        result = job(intake, live, engine, progress)
+        commands.value = engine.commands
+        pipe.send(("ok", result))
+    except BaseException:
+        pipe.send(("error", traceback.format_exc()))
+    finally:
+        pipe.close()
+
+
+def compare_job(
+    intake: Intake, live: Allocation, engine: MemoryAllocation, progress: Progress
+) -> ReplayReport:
+    """`replay` as a worker's job."""
+    return replay(intake, live, progress, engine=engine)

@@ -14,6 +14,7 @@ import json
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,8 @@ from services.operations.replay import (
     MemoryAllocation,
     PolicyOverride,
     Progress,
+    Stores,
+    in_shares,
     live_decisions,
     rederive_in_memory,
 )
@@ -192,6 +195,9 @@ class WhatIfReport:
         }
 
 
+Lines = dict[tuple[str, str, str], LineAccount]
+
+
 def what_if(
     intake: Intake,
     live: Allocation,
@@ -202,11 +208,50 @@ def what_if(
     """Re-derives every decision under `engine`'s policies and compares each line's account
     with the live one's. `scratch`: a new SQLite file to keep the what-if's decisions and
     line accounts in, for queries (the live stores are only read)."""
+    was, then, records = accounts_job(intake, live, engine, progress, keep=scratch is not None)
+    return _compared(engine.commands, was, then, records, scratch)
+
+
+def what_if_in_shares(
+    stores: Stores,
+    engine: MemoryAllocation,
+    workers: int,
+    progress: Progress | None = None,
+    scratch: Path | None = None,
+) -> WhatIfReport:
+    """`what_if` with a worker a core, each over its share of the SKUs."""
+    job = partial(accounts_job, keep=scratch is not None)
+    was: Lines = {}
+    then: Lines = {}
+    records: list[DecisionRecord] = []
+    for live_part, then_part, kept in in_shares(stores, engine, job, workers, progress):
+        was.update(live_part)
+        then.update(then_part)
+        records += kept
+    return _compared(engine.commands, was, then, records, scratch)
+
+
+def accounts_job(
+    intake: Intake,
+    live: Allocation,
+    engine: MemoryAllocation,
+    progress: Progress | None,
+    *,
+    keep: bool = False,
+) -> tuple[Lines, Lines, list[DecisionRecord]]:
+    """The live and the what-if account of every line (of the engine's share of SKUs), and
+    the what-if's decisions if asked to keep them."""
     records = list(rederive_in_memory(intake, engine, progress))
     then = accounts(records)
+    was = accounts(live_decisions(live, share=engine.share))
+    return was, then, records if keep else []
+
+
+def _compared(
+    commands: int, was: Lines, then: Lines, records: list[DecisionRecord], scratch: Path | None
+) -> WhatIfReport:
     if scratch is not None:
         save(scratch, records, then)
-    was = accounts(live_decisions(live))
     totals = Difference("all")
     skus: dict[str, Difference] = {}
     orders: dict[str, Difference] = {}
@@ -220,7 +265,7 @@ def what_if(
         ):
             target.add(live_line, then_line)
     return WhatIfReport(
-        commands=engine.commands,
+        commands=commands,
         totals=totals,
         skus=_most_changed(skus.values()),
         orders=_most_changed(orders.values()),
