@@ -6,6 +6,7 @@
 #   make postgres-stop
 #   make browser         Debian's chromium for the browser tests (apt-get, as root; nothing when installed)
 #   make kubeconform     kubeconform for deploy/kubernetes/validate.sh (built from the Go module proxy once, ~20 s)
+#   make monitoring-check  promtool checks and tests deploy/monitoring/ (builds promtool once, ~10 min: not in `make test`)
 
 DEPLOY_KAFKA    := deploy/kafka/kafka.sh
 DEPLOY_POSTGRES := deploy/postgres/postgres.sh
@@ -27,6 +28,12 @@ postgres-stop:
 
 browser:
 	@bash $(DEPLOY_BROWSER) install
+
+# Opt-in: `make test` checks the same files in Python (tests/unit/test_monitoring.py).
+.PHONY: monitoring-check
+monitoring-check:
+	bash deploy/monitoring/tools.sh install
+	bash deploy/monitoring/tools.sh check
 
 # deploy/kubernetes/validate.sh checks the manifests with it; so does `make test`.
 .PHONY: kubeconform

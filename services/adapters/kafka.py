@@ -24,7 +24,13 @@ from aiokafka.structs import ConsumerRecord
 
 from events.common import MAX_MESSAGE_BYTES
 from services.adapters.logs import get_logger
-from services.adapters.metrics import BATCH_FAILURES, BATCH_SECONDS, CONSUMED
+from services.adapters.metrics import (
+    BATCH_FAILURES,
+    BATCH_SECONDS,
+    CONSUMED,
+    forget_consumer_lag,
+    record_consumer_lag,
+)
 from services.adapters.retries import STARTUP, supervise
 from services.adapters.settings import Settings
 from services.kernel.dead_letters import Source
@@ -202,6 +208,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         async with self.loop.batch_lock:
             for partition in revoked:
                 self.loop.uncommitted.pop(partition, None)
+                self.loop.forget_lag(partition)
             await asyncio.to_thread(self.loop.handler.revoked, sorted(revoked))
         log.info("partitions revoked", stage=self.loop.handler.stage, partitions=_names(revoked))
 
@@ -252,6 +259,8 @@ class BatchConsumer:
         self.uncommitted: dict[TopicPartition, int] = {}
         self.committing: asyncio.Task[None] | None = None
         self.committed_at = 0.0
+        # The lag last recorded per partition: a gauge is set only when its value changes.
+        self.lags: dict[TopicPartition, int] = {}
 
     def _consumer(self) -> AIOKafkaConsumer:
         instance = self.settings.kafka_group_instance_id
@@ -301,8 +310,24 @@ class BatchConsumer:
         batches = {partition: records for partition, records in fetched.items() if records}
         if batches and not self.stopping.is_set():
             await self._handle(batches)
+        self._record_lag()
         if self.rewinds:
             raise BatchRolledBackError(sorted(self.rewinds))
+
+    def _record_lag(self) -> None:
+        """After each fetch, how many records each partition it owns holds past where the stage
+        reads next (fulfillment_consumer_lag): a lag that grows is a stage that cannot keep up.
+        A batch that rolled back is read again from its start, so its lag counts from there."""
+        for partition in self.consumer.assignment():
+            lag = consumer_lag(self.consumer, partition, self.rewinds.get(partition))
+            if lag is not None and self.lags.get(partition) != lag:
+                self.lags[partition] = lag
+                record_consumer_lag(self.handler.stage, partition.topic, partition.partition, lag)
+
+    def forget_lag(self, partition: TopicPartition) -> None:
+        """A partition revoked: its new owner reports its lag."""
+        if self.lags.pop(partition, None) is not None:
+            forget_consumer_lag(self.handler.stage, partition.topic, partition.partition)
 
     async def _rewind(self) -> None:
         """Before reading on after the wait: read again from the batch start, then from the
@@ -369,6 +394,24 @@ class BatchConsumer:
 
     def stop(self) -> None:
         self.stopping.set()
+
+
+def consumer_lag(
+    consumer: AIOKafkaConsumer, partition: TopicPartition, reads_next: int | None = None
+) -> int | None:
+    """The partition's high watermark (as of the last fetch from it) minus the offset the
+    consumer reads next (`reads_next`, or its position); None before any fetch from it."""
+    highwater: int | None = consumer.highwater(partition)
+    if highwater is None:
+        return None
+    if reads_next is None:
+        # aiokafka's `position()` is a coroutine that may wait for a reset; its state says at
+        # once, and says nothing while the position is unknown.
+        state = consumer._subscription.subscription.assignment.state_value(partition)
+        if state is None or not state.has_valid_position:
+            return None
+        reads_next = int(state.position)
+    return max(0, highwater - reads_next)
 
 
 def _names(partitions: set[TopicPartition]) -> list[str]:

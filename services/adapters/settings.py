@@ -104,6 +104,12 @@ class Settings(BaseSettings):
         description="The clock stage publishes a ClockTicked this often; 0: never.",
     )
 
+    conservation_check_seconds: float = Field(
+        default=30,
+        ge=0,
+        description="The projections stage checks this often that every SKU's stock and every "
+        "order line add up in the read models (fulfillment_conservation_violations); 0: never.",
+    )
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     kafka_sasl_username: str | None = None

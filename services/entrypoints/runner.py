@@ -99,6 +99,7 @@ async def _relay(service: Service, name: str, app: Any, translate: Any) -> None:
 
 
 async def _start_projections(service: Service) -> None:
+    from projections.monitoring import keep_watch
     from projections.publisher import publish_changes
     from projections.runner import follow
 
@@ -113,6 +114,11 @@ async def _start_projections(service: Service) -> None:
         )
 
     service.task("projections", feed, stopping.set)
+
+    async def watch() -> None:  # their lag and the conservation check, in /metrics
+        await keep_watch(models, stopping, check_every=settings.conservation_check_seconds)
+
+    service.task("projections:watch", watch, stopping.set)
     if settings.publish_read_models:
 
         async def stream() -> None:

@@ -9,6 +9,10 @@ when it is asked to or when one of them ends: an orchestrator then restarts the 
 a whole, as it would a single process. Its processes die with it, even by SIGKILL (the
 kernel's parent-death signal), so `kill -9` of the service leaves nothing behind.
 
+Their metrics meet in one folder (PROMETHEUS_MULTIPROC_DIR, prometheus_client's multiprocess
+mode: services/adapters/metrics.py), emptied at start, so that the API's /metrics on
+HTTP_PORT shows every stage's: one scrape target for the whole service.
+
 Hand-written: a process supervisor library (supervisord, circus) would be a second program
 to install and configure, for what is forty lines of subprocess here.
 """
@@ -17,15 +21,21 @@ from __future__ import annotations
 
 import ctypes
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from types import FrameType
 
+from prometheus_client import multiprocess
+
 from services.adapters.logs import get_logger
+from services.adapters.metrics import MULTIPROCESS_FOLDER
 from services.adapters.settings import Settings
 
 log = get_logger(__name__)
@@ -56,11 +66,16 @@ def command(stages: Sequence[str]) -> list[str]:
     return argv
 
 
-def environment(settings: Settings, name: str, index: int) -> dict[str, str]:
+def environment(
+    settings: Settings, name: str, index: int, metrics_folder: Path | None = None
+) -> dict[str, str]:
     """The supervisor's environment; METRICS_PORT, when set, goes to the processes that run
-    no HTTP API, one port each (METRICS_PORT, METRICS_PORT + 1, ...)."""
+    no HTTP API, one port each (METRICS_PORT, METRICS_PORT + 1, ...), where each shows its
+    own metrics; `metrics_folder` is where they all keep them for the API's /metrics."""
     env = dict(os.environ)
     env["FULFILLMENT_PROCESS"] = name
+    if metrics_folder is not None:
+        env[MULTIPROCESS_FOLDER] = str(metrics_folder)
     if settings.kafka_group_instance_id is None:
         # Stable across restarts on this host, so a restarted process's consumers get their
         # partitions back at once; the HTTP port tells two services on one host apart.
@@ -87,17 +102,27 @@ class Supervisor:
     def run(self) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._ask_to_stop)
-        index = 0
-        for name, stages in self.processes.items():
-            self.children[name] = subprocess.Popen(  # noqa: S603 - our own interpreter and CLI
-                command(stages),
-                env=environment(self.settings, name, index),
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 - no threads run here yet
-            )
-            index += 0 if "api" in stages else 1
-            log.info("process started", process=name, pid=self.children[name].pid, stages=stages)
-        code = self._watch()
-        self._stop_all()
+        folder, made_here = metrics_folder()
+        try:
+            index = 0
+            for name, stages in self.processes.items():
+                self.children[name] = subprocess.Popen(  # noqa: S603 - our interpreter and CLI
+                    command(stages),
+                    env=environment(self.settings, name, index, folder),
+                    preexec_fn=_die_with_parent,  # noqa: PLW1509 - no threads run here yet
+                )
+                index += 0 if "api" in stages else 1
+                log.info(
+                    "process started", process=name, pid=self.children[name].pid, stages=stages
+                )
+            code = self._watch()
+            self._stop_all()
+        finally:
+            if made_here:
+                shutil.rmtree(folder, ignore_errors=True)
+            else:  # the operator's folder: what the processes left is emptied at next start
+                for child in self.children.values():
+                    multiprocess.mark_process_dead(child.pid, str(folder))  # type: ignore[no-untyped-call]
         return code
 
     def _watch(self) -> int:
@@ -128,6 +153,20 @@ class Supervisor:
                 child.kill()
                 child.wait()
         log.info("stopped")
+
+
+def metrics_folder() -> tuple[Path, bool]:
+    """Where the processes keep their metrics, emptied of a previous run's (a counter must
+    not go on from values of processes that have ended), and whether it was made here (then
+    it is removed at exit): PROMETHEUS_MULTIPROC_DIR if the operator set it, else a new one."""
+    chosen = os.environ.get(MULTIPROCESS_FOLDER)
+    if not chosen:
+        return Path(tempfile.mkdtemp(prefix="fulfillment-metrics-")), True
+    folder = Path(chosen)
+    folder.mkdir(parents=True, exist_ok=True)
+    for left in folder.glob("*.db"):  # prometheus_client's files only
+        left.unlink(missing_ok=True)
+    return folder, False
 
 
 def supervise(settings: Settings, processes: Mapping[str, Sequence[str]] = PROCESSES) -> int:

@@ -7,8 +7,9 @@ import asyncio
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
+from services.adapters.metrics import exposition
 from services.entrypoints.http.dependencies import Models
 from services.entrypoints.http.schemas import Health, Readiness
 
@@ -60,5 +61,5 @@ async def readyz(request: Request, models: Models) -> JSONResponse:
     },
 )
 async def metrics() -> Response:
-    """Prometheus metrics."""
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    """Prometheus metrics: under `fulfillment run`, every process's (each stage's)."""
+    return Response(await asyncio.to_thread(exposition), media_type=CONTENT_TYPE_LATEST)
