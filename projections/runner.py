@@ -31,6 +31,7 @@ from datetime import date, datetime
 from typing import Any
 
 import orjson
+from eventsourcing.application import Application
 from eventsourcing.persistence import DatetimeAsISO, JSONTranscoder, Notification
 from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder
@@ -115,7 +116,7 @@ class AllocationLog:
     by an older version of its class (to be upcast), goes through the library.
     """
 
-    def __init__(self, allocation: Allocation) -> None:
+    def __init__(self, allocation: Application[Any]) -> None:
         self.recorder = allocation.recorder
         self.mapper = allocation.mapper
         transcoder = self.mapper.transcoder

@@ -5,6 +5,7 @@ Pure and deterministic: replaying intake's log gives the same messages, position
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
@@ -26,15 +27,22 @@ from services.intake.domain import Tick as RecordedTick
 from services.kernel.positions import IntakePosition
 
 
-def sku_command_messages(event: Any, notification_id: int) -> list[SkuCommands]:
-    """One message per SKU the event touches, numbered in the SKU's order of first mention."""
+def sku_command_messages(
+    event: Any, notification_id: int, wanted: Callable[[str], bool] | None = None
+) -> list[SkuCommands]:
+    """One message per SKU the event touches, numbered in the SKU's order of first mention.
+    `wanted`: only those SKUs' messages are made (numbered as among all of them): a replay
+    worker's share."""
     per_sku: dict[str, list[SkuCommand]] = {}
     if isinstance(event, Order.Placed | Order.PlacedAfterCancellation):
         for index, line in enumerate(event.lines):
-            per_sku.setdefault(line["sku"], []).append(_place_line(event, index, line))
+            if _kept(per_sku, line["sku"], wanted):
+                per_sku[line["sku"]].append(_place_line(event, index, line))
     elif isinstance(event, Order.CancellationAccepted):
         for cancelled in event.lines:
-            per_sku.setdefault(cancelled["sku"], []).append(
+            if not _kept(per_sku, cancelled["sku"], wanted):
+                continue
+            per_sku[cancelled["sku"]].append(
                 CancelLine(
                     causation_id=UUID(event.event_id),
                     occurred_at=event.occurred_at,
@@ -57,7 +65,9 @@ def sku_command_messages(event: Any, notification_id: int) -> list[SkuCommands]:
     elif isinstance(event, Shipment.Dispatched):
         source = ShipmentSource(**event.origin)
         for shipped in event.lines:
-            per_sku.setdefault(shipped["sku"], []).append(
+            if not _kept(per_sku, shipped["sku"], wanted):
+                continue
+            per_sku[shipped["sku"]].append(
                 ShipLine(
                     causation_id=UUID(event.event_id),
                     occurred_at=event.occurred_at,
@@ -97,7 +107,16 @@ def sku_command_messages(event: Any, notification_id: int) -> list[SkuCommands]:
             commands=commands,
         )
         for index, (sku, commands) in enumerate(per_sku.items())
+        if commands
     ]
+
+
+def _kept(
+    per_sku: dict[str, list[SkuCommand]], sku: str, wanted: Callable[[str], bool] | None
+) -> bool:
+    """Notes the SKU in its order of first mention; whether its commands are wanted."""
+    per_sku.setdefault(sku, [])
+    return wanted is None or wanted(sku)
 
 
 def tick_message(event: Any, notification_id: int) -> Tick | None:

@@ -185,13 +185,79 @@ def events_of(
             left -= len(notifications)
 
 
-def sku_commands_of(intake: Intake) -> Iterator[SkuCommandsMessage]:
-    """What intake's relay would publish to sku-commands, a tick once (not per partition)."""
-    for notification_id, event in events_of(intake):
-        yield from sku_command_messages(event, notification_id)
+def sku_commands_of(
+    intake: Intake, wanted: Callable[[str], bool] | None = None
+) -> Iterator[SkuCommandsMessage]:
+    """What intake's relay would publish to sku-commands, a tick once (not per partition).
+    `wanted`: only inputs that touch one of those SKUs are translated (a worker's share)."""
+    for notification_id, event in stored_events(intake):
+        if wanted is not None:
+            skus = _skus_named(event)
+            if skus and not any(wanted(sku) for sku in skus):
+                continue
+        yield from sku_command_messages(event, notification_id, wanted)
         tick = tick_message(event, notification_id)
         if tick is not None:
             yield tick
+
+
+def stored_events(app: Application[Any], page: int = 10_000) -> Iterator[tuple[int, Any]]:
+    """Every event of an application's log with its position, as its mapper would decode
+    them, but read in pages straight from the store's table and parsed with orjson: the
+    library's json with an object hook per dict took half a replay's reading. Logs the
+    library would decode otherwise (a cipher, compression, another store) go through it."""
+    reader = AllocationLog(app)
+    names = getattr(app.mapper.transcoder, "names", {})
+    if not reader.plain_json:
+        yield from events_of(app)
+        return
+    classes: dict[str, type[Any]] = {}
+    position = 0
+    while True:
+        rows = reader.stored(position, page)
+        if rows is None:
+            yield from events_of(app, start=position)
+            return
+        count = 0
+        for row in rows:
+            count += 1
+            position, originator_id, version, topic, state = row
+            cls = classes.get(topic)
+            if cls is None:
+                cls = classes[topic] = resolve_topic(topic)
+            fields = {k: _typed(v, names) for k, v in orjson.loads(state).items()}
+            fields["originator_id"] = UUID(str(originator_id))
+            fields["originator_version"] = version
+            at, upto = fields.pop("class_version", 1), getattr(cls, "class_version", 1)
+            while at < upto:  # as the mapper upcasts an event stored by an older class
+                getattr(cls, f"upcast_v{at}_v{at + 1}")(fields)
+                at += 1
+            event = object.__new__(cls)
+            object.__setattr__(event, "__dict__", fields)
+            yield position, event
+        if count < page:
+            return
+
+
+def _skus_named(event: Any) -> list[str]:
+    """The SKUs an intake event names (none: a tick, or an event that commands nothing)."""
+    sku = getattr(event, "sku", None)
+    if isinstance(sku, str):
+        return [sku]
+    return [line["sku"] for line in getattr(event, "lines", ()) if "sku" in line]
+
+
+def _typed(value: Any, names: dict[str, Any]) -> Any:
+    """A value of stored JSON as the library's transcoder decodes it: `{"_type_": name,
+    "_data_": ...}` by that name's transcoding, lists and dicts through."""
+    if isinstance(value, dict):
+        kind = value.get("_type_")
+        if kind is not None and len(value) == 2 and "_data_" in value:
+            return names[kind].decode(_typed(value["_data_"], names))
+        return {k: _typed(v, names) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_typed(v, names) for v in value]
+    return value
 
 
 def intake_head(intake: Intake) -> int:
@@ -326,7 +392,9 @@ def rederive_in_memory(
     total = intake_head(intake)
     pending: list[SkuCommandsMessage] = []
     last = 0
-    for message in sku_commands_of(intake):
+    share, held = engine.share, engine._held
+    wanted = None if share is None else (lambda sku: share.holds_sku(sku, held))
+    for message in sku_commands_of(intake, wanted):
         pending.append(message)
         if len(pending) >= batch:
             yield from engine.apply(pending)

@@ -198,6 +198,32 @@ class WhatIfReport:
 Lines = dict[tuple[str, str, str], LineAccount]
 
 
+@dataclass
+class Tally:
+    """A worker's differences, for its share of the SKUs; tallies add up (a line is one
+    SKU's, so one worker's)."""
+
+    totals: Difference = field(default_factory=lambda: Difference("all"))
+    skus: dict[str, Difference] = field(default_factory=dict)
+    orders: dict[str, Difference] = field(default_factory=dict)
+    records: list[DecisionRecord] = field(default_factory=list)  # kept for --save
+    lines: Lines = field(default_factory=dict)  # the what-if's, kept for --save
+
+    def add(self, other: Tally) -> None:
+        _sum(self.totals, other.totals)
+        for mine, theirs in ((self.skus, other.skus), (self.orders, other.orders)):
+            for name, difference in theirs.items():
+                _sum(mine.setdefault(name, Difference(name)), difference)
+        self.records += other.records
+        self.lines.update(other.lines)
+
+
+def _sum(into: Difference, other: Difference) -> None:
+    for name in Difference.__dataclass_fields__:
+        if name != "name":
+            setattr(into, name, getattr(into, name) + getattr(other, name))
+
+
 def what_if(
     intake: Intake,
     live: Allocation,
@@ -208,8 +234,8 @@ def what_if(
     """Re-derives every decision under `engine`'s policies and compares each line's account
     with the live one's. `scratch`: a new SQLite file to keep the what-if's decisions and
     line accounts in, for queries (the live stores are only read)."""
-    was, then, records = accounts_job(intake, live, engine, progress, keep=scratch is not None)
-    return _compared(engine.commands, was, then, records, scratch)
+    tally = tally_job(intake, live, engine, progress, keep=scratch is not None)
+    return _report(engine.commands, tally, scratch)
 
 
 def what_if_in_shares(
@@ -220,55 +246,47 @@ def what_if_in_shares(
     scratch: Path | None = None,
 ) -> WhatIfReport:
     """`what_if` with a worker a core, each over its share of the SKUs."""
-    job = partial(accounts_job, keep=scratch is not None)
-    was: Lines = {}
-    then: Lines = {}
-    records: list[DecisionRecord] = []
-    for live_part, then_part, kept in in_shares(stores, engine, job, workers, progress):
-        was.update(live_part)
-        then.update(then_part)
-        records += kept
-    return _compared(engine.commands, was, then, records, scratch)
+    job = partial(tally_job, keep=scratch is not None)
+    tally = Tally()
+    for part in in_shares(stores, engine, job, workers, progress):
+        tally.add(part)
+    return _report(engine.commands, tally, scratch)
 
 
-def accounts_job(
+def tally_job(
     intake: Intake,
     live: Allocation,
     engine: MemoryAllocation,
     progress: Progress | None,
     *,
     keep: bool = False,
-) -> tuple[Lines, Lines, list[DecisionRecord]]:
-    """The live and the what-if account of every line (of the engine's share of SKUs), and
-    the what-if's decisions if asked to keep them."""
+) -> Tally:
+    """The differences between the live and the what-if account of every line (of the
+    engine's share of SKUs); the what-if's decisions and lines too if asked to keep them."""
     records = list(rederive_in_memory(intake, engine, progress))
     then = accounts(records)
     was = accounts(live_decisions(live, share=engine.share))
-    return was, then, records if keep else []
-
-
-def _compared(
-    commands: int, was: Lines, then: Lines, records: list[DecisionRecord], scratch: Path | None
-) -> WhatIfReport:
-    if scratch is not None:
-        save(scratch, records, then)
-    totals = Difference("all")
-    skus: dict[str, Difference] = {}
-    orders: dict[str, Difference] = {}
+    tally = Tally(records=records if keep else [], lines=then if keep else {})
     for key in was.keys() | then.keys():
         live_line, then_line = was.get(key), then.get(key)
         sku, order_id, _ = key
         for target in (
-            totals,
-            skus.setdefault(sku, Difference(sku)),
-            orders.setdefault(order_id, Difference(order_id)),
+            tally.totals,
+            tally.skus.setdefault(sku, Difference(sku)),
+            tally.orders.setdefault(order_id, Difference(order_id)),
         ):
             target.add(live_line, then_line)
+    return tally
+
+
+def _report(commands: int, tally: Tally, scratch: Path | None) -> WhatIfReport:
+    if scratch is not None:
+        save(scratch, tally.records, tally.lines)
     return WhatIfReport(
         commands=commands,
-        totals=totals,
-        skus=_most_changed(skus.values()),
-        orders=_most_changed(orders.values()),
+        totals=tally.totals,
+        skus=_most_changed(tally.skus.values()),
+        orders=_most_changed(tally.orders.values()),
     )
 
 
