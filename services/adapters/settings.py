@@ -103,13 +103,13 @@ class Settings(BaseSettings):
         ge=0,
         description="The clock stage publishes a ClockTicked this often; 0: never.",
     )
-
     conservation_check_seconds: float = Field(
         default=30,
         ge=0,
         description="The projections stage checks this often that every SKU's stock and every "
         "order line add up in the read models (fulfillment_conservation_violations); 0: never.",
     )
+
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     kafka_sasl_username: str | None = None
@@ -123,6 +123,13 @@ class Settings(BaseSettings):
         min_length=1,
         description="If set, the HTTP API wants `Authorization: Bearer <token>` "
         "(except /healthz, /readyz, /metrics).",
+    )
+    admin_token: SecretStr | None = Field(
+        default=None,
+        min_length=1,
+        description="Opens the /admin/ routes (rebuild, re-drive, replay) to "
+        "`Authorization: Bearer <token>`; unset, they answer 403. Separate from API_TOKEN: "
+        "each opens only its own routes, unless the two are equal.",
     )
 
     log_level: str = "INFO"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
@@ -29,8 +30,14 @@ def cache_env(settings: Settings) -> dict[str, str]:
     }
 
 
-# What losing the race below looks like.
-_RACE_LOST = (PersistenceError, psycopg.errors.UniqueViolation, psycopg.errors.DuplicateObject)
+# What losing the race below looks like (on SQLite: the file locked by another process
+# switching it to WAL as it opens it, which eventsourcing does not wrap).
+_RACE_LOST = (
+    PersistenceError,
+    psycopg.errors.UniqueViolation,
+    psycopg.errors.DuplicateObject,
+    sqlite3.OperationalError,
+)
 
 
 def _racing(build: Callable[[], T]) -> T:

@@ -1,6 +1,7 @@
 """The OpenAPI document states every answer the API gives: schemathesis, with all its checks,
 finds nothing against the real service (`fulfillment run` on SQLite and the real broker),
-with the API open and with an API token."""
+with the API open, with an API token, and with the admin API on too (its routes are in the
+document only then: without ADMIN_TOKEN they only answer 403)."""
 
 from __future__ import annotations
 
@@ -84,15 +85,22 @@ def _schemathesis(api: str, token: str | None, folder: Path) -> list[str]:
     return command
 
 
-@pytest.mark.parametrize("token", [None, TOKEN], ids=["open", "api-token"])
+@pytest.mark.parametrize(
+    ("token", "admin"),
+    [(None, False), (TOKEN, False), (TOKEN, True)],
+    ids=["open", "api-token", "admin-token"],
+)
 async def test_schemathesis_finds_nothing_the_openapi_document_does_not_state(
-    kafka_bootstrap: str, tmp_path: Path, token: str | None
+    kafka_bootstrap: str, tmp_path: Path, token: str | None, admin: bool
 ) -> None:
     settings = isolated_settings(kafka_bootstrap, f"sqlite:///{tmp_path}/fulfillment")
     env = environment(settings)
     env.pop("API_TOKEN", None)
+    env.pop("ADMIN_TOKEN", None)
     if token is not None:
         env["API_TOKEN"] = token
+    if admin:  # the same token: one header opens both (schemathesis sends one)
+        env["ADMIN_TOKEN"] = token or ""
     headers = {} if token is None else {"Authorization": f"Bearer {token}"}
     api = f"http://127.0.0.1:{settings.http_port}"
     log_path = tmp_path / "service.log"

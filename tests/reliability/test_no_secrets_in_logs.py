@@ -77,6 +77,7 @@ def _environment(settings: Settings) -> dict[str, str]:
         KAFKA_SASL_USERNAME="svc-fulfillment",
         KAFKA_SASL_PASSWORD=KAFKA_SECRET,
         API_TOKEN="Api-T0ken-" + KAFKA_SECRET,
+        ADMIN_TOKEN="Adm1n-T0ken-" + KAFKA_SECRET,
         LOG_FORMAT="json",
         LOG_LEVEL="DEBUG",
         COLUMNS="1000",  # no wrapping that could split a secret across lines

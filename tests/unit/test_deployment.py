@@ -47,10 +47,6 @@ COMPOSE = REPO / "deploy" / "compose.yaml"
 CONSUMERS = frozenset(WRITES)
 # Stages that publish under a leader lock (services/adapters/leadership.py).
 LEADER_LOCKED = frozenset({"intake-relay", "allocation-relay", "projections", "clock"})
-# Set for a route that is not there yet: the admin API (issue 12, point 5) is to read
-# ADMIN_TOKEN. Until Settings has `admin_token` the api pods get it unread; from then on it is
-# checked like every other variable (and this entry can go).
-PENDING_SETTINGS = {"ADMIN_TOKEN"}
 API_PROBES = {"startupProbe": "/healthz", "livenessProbe": "/healthz", "readinessProbe": "/readyz"}
 
 Manifest = dict[str, Any]
@@ -252,8 +248,6 @@ def test_every_variable_the_manifests_set_is_a_setting_that_reads_back_as_writte
     known = setting_names()
     for workload in workloads():
         variables = environment(workload, pod_name(workload))
-        for pending in PENDING_SETTINGS - known:
-            variables.pop(pending, None)
         assert set(variables) <= known, f"{stage_of(workload)}: {set(variables) - known}"
         with monkeypatch.context() as patched:
             for name, value in variables.items():

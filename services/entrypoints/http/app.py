@@ -16,6 +16,7 @@ from projections.runner import ReadModels
 from services.adapters.settings import Settings
 from services.entrypoints.http.dependencies import UNAUTHORIZED, require_token
 from services.entrypoints.http.routers import (
+    admin,
     backorders,
     dashboard,
     docs,
@@ -60,6 +61,7 @@ def create_app(
     app.mount(docs.ASSETS_URL, docs.assets(), name="docs-assets")  # open: no data, see docs.py
     app.include_router(dashboard.router)  # open: the page holds no data, see dashboard.py
     app.include_router(health.router)  # open: probes and scrapers carry no credentials
+    admin.install(app, models, settings)  # ADMIN_TOKEN only: never open, see admin.py
 
     # Starlette's: routing's own 404 and 405 get the same body as ours.
     @app.exception_handler(HTTPException)

@@ -1,5 +1,5 @@
 """What the routes share, as FastAPI dependencies: the read models and their queries, the
-API token check, and freshness (`?min_position=`, the `X-Projection-*` headers)."""
+API and admin token checks, and freshness (`?min_position=`, the `X-Projection-*` headers)."""
 
 from __future__ import annotations
 
@@ -101,6 +101,44 @@ async def require_token(
         raise HTTPException(
             401,
             "missing or wrong API token: send Authorization: Bearer <token>",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+# --- the admin token -------------------------------------------------------------------------
+
+# A scheme of its own: the document shows which routes take which token.
+admin_bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="AdminToken",
+    description="The ADMIN_TOKEN the service was started with: `Authorization: Bearer "
+    "<token>`. The API_TOKEN does not open the /admin/ routes (unless the two are equal).",
+)
+
+ADMIN_UNAUTHORIZED: Responses = {
+    401: {
+        "model": Problem,
+        "description": "No token, or not the ADMIN_TOKEN.",
+        "headers": UNAUTHORIZED[401]["headers"],
+    }
+}
+
+
+async def require_admin_token(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(admin_bearer)],
+) -> None:
+    """Lets a request in only with the ADMIN_TOKEN; without one configured, no one: the
+    admin routes change the service, they are never open."""
+    expected: bytes | None = getattr(request.app.state, "admin_token", None)
+    if expected is None:
+        raise HTTPException(403, "admin API disabled: set ADMIN_TOKEN")
+    # Constant time, on the bytes as sent: as require_token.
+    given = b"" if credentials is None else credentials.credentials.encode("latin-1")
+    if credentials is None or not hmac.compare_digest(given, expected):
+        raise HTTPException(
+            401,
+            "missing or wrong admin token: send Authorization: Bearer <ADMIN_TOKEN>",
             headers={"WWW-Authenticate": "Bearer"},
         )
 

@@ -7,10 +7,20 @@ the document never shows two different things under one name.
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, Field
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    WithJsonSchema,
+    model_validator,
+)
+
+from projections.catalog import ALIASES, NAMES
 
 
 class SkuPolicy(BaseModel):
@@ -458,3 +468,122 @@ class SkuAsOf(BaseModel):
     )
     inbounds: list[InboundThen] = Field(description="Open, in the order they cover the queue.")
     queue: list[Backorder] = Field(description="In fill order; ages as of that moment.")
+
+
+# --- the admin API (issue 12, point 5: rebuild, re-drive, replay status) -----------------------
+
+
+class RunProgress(BaseModel):
+    done: int = Field(
+        description="How far it is: a log position (rebuild, replay), letters (re-drive)."
+    )
+    total: int | None = Field(description="Where it ends, once known.")
+
+
+class OperationRun(BaseModel):
+    """A run of an operation, from the API or the CLI of any process on this store."""
+
+    id: int
+    kind: str = Field(
+        description="`rebuild`, `dlq-redrive`, `replay` (started here or by the CLI); "
+        "`what-if`, `restore` (the CLI)."
+    )
+    state: Literal["running", "done", "failed", "interrupted"] = Field(
+        description="`interrupted`: its process ended (or stopped showing signs of life) "
+        "before the run did; start it again."
+    )
+    started_at: datetime
+    finished_at: datetime | None
+    heartbeat_at: datetime = Field(
+        description="The runner's last sign of life (every few seconds while running)."
+    )
+    progress: RunProgress
+    request: dict[str, Any] = Field(description="What was asked.")
+    result: Any = Field(description="Once done, what it did (its shape depends on the kind).")
+    error: str | None = Field(description="Why it failed or was interrupted.")
+    host: str = Field(description="Where it runs (ran): the runner's host name...")
+    pid: int = Field(description="...and process id.")
+
+
+class RunStarted(BaseModel):
+    id: int = Field(description="The run's id: follow it at `GET /admin/runs/{id}`.")
+    kind: str
+    state: Literal["running"]
+
+
+READ_MODEL_NAMES = sorted({*NAMES, *ALIASES, "all"})
+
+
+def _read_model(name: str) -> str:
+    """A read model's name, or an alias the CLI also takes, as its table's name."""
+    if name not in READ_MODEL_NAMES:
+        raise ValueError(f"unknown read model {name!r}; choose from {', '.join(sorted(NAMES))}")
+    return ALIASES.get(name, name)
+
+
+ReadModelName = Annotated[
+    str,
+    AfterValidator(_read_model),
+    WithJsonSchema({"type": "string", "enum": READ_MODEL_NAMES}),
+]
+
+
+class RebuildRequest(BaseModel):
+    model_config = ConfigDict(strict=True)
+
+    read_models: list[ReadModelName] = Field(
+        default_factory=list,
+        max_length=len(READ_MODEL_NAMES),
+        description="The read models to rebuild, by name or the CLI's aliases; none (or "
+        "`all`): every one, in one pass over the log.",
+    )
+
+
+# "At least one of them", as JSON Schema states it (the validator below, as pydantic does).
+SAYS_WHICH_LETTERS: list[JsonValue] = [
+    {"required": ["offsets"], "properties": {"offsets": {"minItems": 1}}},
+    {"required": ["source_topic"], "properties": {"source_topic": {"type": "string"}}},
+    {"required": ["error_contains"], "properties": {"error_contains": {"type": "string"}}},
+    {"required": ["all"], "properties": {"all": {"const": True}}},
+]
+
+
+class RedriveRequest(BaseModel):
+    """Which dead letters to re-drive, as `fulfillment dlq redrive` takes them: letters
+    that match every option given; at least one is needed."""
+
+    # Strict: a JSON body is typed (`"dry_run": 0` is not `false`).
+    model_config = ConfigDict(strict=True, json_schema_extra={"anyOf": SAYS_WHICH_LETTERS})
+
+    offsets: list[Annotated[str, Field(pattern=r"^[0-9]{1,10}:[0-9]{1,19}$")]] = Field(
+        default_factory=list,
+        max_length=10_000,
+        description="`PARTITION:OFFSET` of dead letters on the dead-letter topic.",
+    )
+    source_topic: str | None = Field(
+        default=None, min_length=1, description="Only letters from this topic."
+    )
+    error_contains: str | None = Field(
+        default=None, min_length=1, description="Only letters whose error has this."
+    )
+    all: bool = Field(default=False, description="Every letter that matches.")
+    dry_run: bool = Field(default=False, description="Only say what would be re-driven.")
+
+    @model_validator(mode="after")
+    def _says_which(self) -> RedriveRequest:
+        if not (self.offsets or self.source_topic or self.error_contains or self.all):
+            raise ValueError(
+                "say which letters: offsets, source_topic, error_contains or all: true"
+            )
+        return self
+
+
+class ReplayStatus(BaseModel):
+    """The history's replays: each kind's latest run, and the latest runs of all three."""
+
+    replay: OperationRun | None = Field(
+        description="The latest comparison of re-derived decisions with the live ones."
+    )
+    what_if: OperationRun | None = Field(description="The latest `what-if` run (the CLI).")
+    restore: OperationRun | None = Field(description="The latest `restore` run (the CLI).")
+    runs: list[OperationRun] = Field(description="The latest runs of the three kinds first.")
