@@ -12,6 +12,7 @@ derived from it as the service would have, and the replays read both.
 
 from __future__ import annotations
 
+import os
 import time
 from collections import defaultdict
 from typing import Any
@@ -20,11 +21,12 @@ from aiokafka import TopicPartition
 
 from bench.run import log
 from services.adapters.settings import Settings
+from services.allocation.application import Allocation
 from services.entrypoints.bootstrap import build_allocation, build_intake
 from services.intake.application import Intake
 from services.intake.consumer import IntakeHandler
-from services.operations.replay import MemoryAllocation, rederive, replay
-from services.operations.what_if import parse_policy, what_if
+from services.operations.replay import MemoryAllocation, compare_job, in_shares, merged, rederive
+from services.operations.what_if import parse_policy, what_if_in_shares
 from tests.harness import consumer_record
 from tests.reliability.workload import workload
 
@@ -82,22 +84,38 @@ def bench_replay(url: str, *, args: Any) -> dict[str, Any]:
             **extra,
         }
 
-    def compare() -> tuple[int, dict[str, Any]]:
-        found = replay(intake, live)
-        assert found.identical, f"replay differs: {found.mismatched_skus[:5]}"
-        return found.commands, {"decisions": found.live, "identical": found.identical}
+    workers = len(os.sched_getaffinity(0))
 
-    def deny() -> tuple[int, dict[str, Any]]:
-        engine = MemoryAllocation(default_policy=parse_policy("deny"))
-        found = what_if(intake, live, engine)
-        return found.commands, {"lines_changed": found.totals.lines_changed}
+    def stores() -> tuple[Intake, Allocation]:
+        return build_intake(settings), build_allocation(settings)
+
+    def compare(processes: int) -> Any:
+        def run() -> tuple[int, dict[str, Any]]:
+            found = merged(in_shares(stores, MemoryAllocation(), compare_job, processes))
+            assert found.identical, f"replay differs: {found.mismatched_skus[:5]}"
+            return found.commands, {"workers": processes, "decisions": found.live}
+
+        return run
+
+    def deny(processes: int) -> Any:
+        def run() -> tuple[int, dict[str, Any]]:
+            engine = MemoryAllocation(default_policy=parse_policy("deny"))
+            found = what_if_in_shares(stores, engine, processes)
+            return found.commands, {
+                "workers": processes,
+                "lines_changed": found.totals.lines_changed,
+            }
+
+        return run
 
     try:
         return {
             "inputs": messages,
             "intake_events": intake.recorder.max_notification_id() or 0,
-            "replay": timed("replay (re-derive and compare)", compare),
-            "what_if_default_deny": timed("what-if, default policy deny", deny),
+            "replay": timed(f"replay, {workers} workers", compare(workers)),
+            "replay_one_worker": timed("replay, 1 worker", compare(1)),
+            "what_if_default_deny": timed(f"what-if deny, {workers} workers", deny(workers)),
+            "what_if_one_worker": timed("what-if deny, 1 worker", deny(1)),
             "into_the_store": {
                 "sku_messages": commands,
                 "seconds": round(stored, 3),

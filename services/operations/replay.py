@@ -20,6 +20,7 @@ import traceback
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from multiprocessing.connection import Connection
 from typing import Any, NamedTuple, TypeVar
 from uuid import UUID
@@ -65,11 +66,16 @@ class DecisionRecord(NamedTuple):
     order_id: str
     line_id: str
     quantity: int
-    occurred_at: str
+    occurred_at: Any  # a datetime or its ISO text (as read): `occurred` gives the datetime
     reason: str | None
     queue_position: int | None
     remaining: int | None
     eta: str | None
+
+    @property
+    def occurred(self) -> datetime:
+        moment = self.occurred_at
+        return moment if isinstance(moment, datetime) else datetime.fromisoformat(moment)
 
     @property
     def what(self) -> tuple[Any, ...]:
@@ -94,7 +100,7 @@ def record_of(event: Any) -> DecisionRecord | None:
         event.order_id,
         event.line_id,
         event.quantity,
-        event.occurred_at.isoformat(),
+        event.occurred_at,  # a datetime here, ISO text from the log: see occurred
         getattr(event, "reason", None),
         getattr(event, "queue_position", None),
         remaining,
@@ -190,18 +196,25 @@ def sku_commands_of(
 ) -> Iterator[SkuCommandsMessage]:
     """What intake's relay would publish to sku-commands, a tick once (not per partition).
     `wanted`: only inputs that touch one of those SKUs are translated (a worker's share)."""
-    for notification_id, event in stored_events(intake):
-        if wanted is not None:
-            skus = _skus_named(event)
-            if skus and not any(wanted(sku) for sku in skus):
-                continue
+
+    def elsewhere(raw: dict[str, Any]) -> bool:
+        """An input for none of the wanted SKUs (read from the stored JSON, not decoded)."""
+        skus = _skus_named(raw)
+        return bool(skus) and not any(wanted(sku) for sku in skus)  # type: ignore[misc]
+
+    for notification_id, event in stored_events(intake, skip=elsewhere if wanted else None):
         yield from sku_command_messages(event, notification_id, wanted)
         tick = tick_message(event, notification_id)
         if tick is not None:
             yield tick
 
 
-def stored_events(app: Application[Any], page: int = 10_000) -> Iterator[tuple[int, Any]]:
+def stored_events(
+    app: Application[Any],
+    page: int = 10_000,
+    *,
+    skip: Callable[[dict[str, Any]], bool] | None = None,
+) -> Iterator[tuple[int, Any]]:
     """Every event of an application's log with its position, as its mapper would decode
     them, but read in pages straight from the store's table and parsed with orjson: the
     library's json with an object hook per dict took half a replay's reading. Logs the
@@ -225,7 +238,10 @@ def stored_events(app: Application[Any], page: int = 10_000) -> Iterator[tuple[i
             cls = classes.get(topic)
             if cls is None:
                 cls = classes[topic] = resolve_topic(topic)
-            fields = {k: _typed(v, names) for k, v in orjson.loads(state).items()}
+            raw = orjson.loads(state)
+            if skip is not None and skip(raw):
+                continue
+            fields = {k: _typed(v, names) for k, v in raw.items()}
             fields["originator_id"] = UUID(str(originator_id))
             fields["originator_version"] = version
             at, upto = fields.pop("class_version", 1), getattr(cls, "class_version", 1)
@@ -239,12 +255,16 @@ def stored_events(app: Application[Any], page: int = 10_000) -> Iterator[tuple[i
             return
 
 
-def _skus_named(event: Any) -> list[str]:
-    """The SKUs an intake event names (none: a tick, or an event that commands nothing)."""
-    sku = getattr(event, "sku", None)
+def _skus_named(raw: dict[str, Any]) -> list[str]:
+    """The SKUs an intake event's stored state names (none: a tick, or an event that
+    commands nothing)."""
+    sku = raw.get("sku")
     if isinstance(sku, str):
         return [sku]
-    return [line["sku"] for line in getattr(event, "lines", ()) if "sku" in line]
+    lines = raw.get("lines")
+    if not isinstance(lines, list):
+        return []
+    return [line["sku"] for line in lines if isinstance(line, dict) and "sku" in line]
 
 
 def _typed(value: Any, names: dict[str, Any]) -> Any:

@@ -103,7 +103,7 @@ class LineAccount:
     filled: int = 0
     expired: int = 0
     cancelled: int = 0  # queued units the customer cancelled, and releases
-    last_filled_at: str | None = None
+    last_filled_at: datetime | None = None
 
 
 COUNTED = ("allocated", "backordered", "rejected", "filled", "expired", "cancelled")
@@ -131,7 +131,7 @@ def accounts(records: Iterable[DecisionRecord]) -> dict[tuple[str, str, str], Li
             continue
         setattr(line, counter, getattr(line, counter) + record.quantity)
         if record.kind == "BackorderFilled":
-            line.last_filled_at = record.occurred_at
+            line.last_filled_at = record.occurred
     return found
 
 
@@ -176,7 +176,7 @@ def _filled_at(line: LineAccount | None) -> datetime | None:
     were queued)."""
     if line is None or line.last_filled_at is None or line.filled < line.backordered:
         return None
-    return datetime.fromisoformat(line.last_filled_at)
+    return line.last_filled_at
 
 
 @dataclass
@@ -263,20 +263,34 @@ def tally_job(
 ) -> Tally:
     """The differences between the live and the what-if account of every line (of the
     engine's share of SKUs); the what-if's decisions and lines too if asked to keep them."""
-    records = list(rederive_in_memory(intake, engine, progress))
-    then = accounts(records)
+    records: list[DecisionRecord] = []
+    rederived = rederive_in_memory(intake, engine, progress)
+    then = accounts(_kept(rederived, records) if keep else rederived)
     was = accounts(live_decisions(live, share=engine.share))
-    tally = Tally(records=records if keep else [], lines=then if keep else {})
+    tally = Tally(records=records, lines=then if keep else {})
     for key in was.keys() | then.keys():
         live_line, then_line = was.get(key), then.get(key)
         sku, order_id, _ = key
-        for target in (
+        targets = (
             tally.totals,
             tally.skus.setdefault(sku, Difference(sku)),
             tally.orders.setdefault(order_id, Difference(order_id)),
-        ):
+        )
+        if live_line == then_line:  # most lines: counted, nothing to compare
+            for target in targets:
+                target.lines += 1
+            continue
+        for target in targets:
             target.add(live_line, then_line)
     return tally
+
+
+def _kept(
+    records: Iterable[DecisionRecord], into: list[DecisionRecord]
+) -> Iterable[DecisionRecord]:
+    for record in records:
+        into.append(record)
+        yield record
 
 
 def _report(commands: int, tally: Tally, scratch: Path | None) -> WhatIfReport:
@@ -302,13 +316,16 @@ def save(
         db.execute(f"CREATE TABLE decisions ({', '.join(DecisionRecord._fields)})")
         db.executemany(
             f"INSERT INTO decisions VALUES ({', '.join('?' * len(DecisionRecord._fields))})",
-            records,
+            [r._replace(occurred_at=r.occurred.isoformat()) for r in records],
         )
         columns = list(LineAccount.__dataclass_fields__)
         db.execute(f"CREATE TABLE line_accounts ({', '.join(columns)})")
         db.executemany(
             f"INSERT INTO line_accounts VALUES ({', '.join('?' * len(columns))})",
-            [tuple(asdict(line).values()) for line in lines.values()],
+            [
+                tuple(v.isoformat() if isinstance(v, datetime) else v for v in asdict(a).values())
+                for a in lines.values()
+            ],
         )
 
 
