@@ -561,8 +561,10 @@ def replay(  # noqa: PLR0917 - typer options, by name on the command line
     """Re-derive every decision from intake's recorded inputs (in memory: the live stores are
     only read) and compare with the live ones; exits 1 if any SKU's decisions differ (ids
     included). With --what-if: under other policies, and say what would have changed."""
+    from projections.store import ReadStore
     from services.entrypoints.bootstrap import build_allocation, build_intake
     from services.operations.replay import MemoryAllocation, compare_job, in_shares, merged
+    from services.operations.runs import record_run
     from services.operations.what_if import load_policies, parse_policy, what_if_in_shares
 
     if not what_if and (default_policy or policies or save or report):
@@ -584,11 +586,33 @@ def replay(  # noqa: PLR0917 - typer options, by name on the command line
         return build_intake(settings), build_allocation(settings)
 
     processes = workers or len(os.sched_getaffinity(0))
-    with _replay_progress(engine) as advance:
+    request = {
+        "default_policy": default_policy,
+        "policies": None if policies is None else str(policies),
+        "workers": processes,
+    }
+    # Recorded where GET /admin/replay shows it, with its progress and outcome.
+    with (
+        record_run(
+            ReadStore(settings.database_url), "what-if" if what_if else "replay", request
+        ) as run,
+        _replay_progress(engine) as advance,
+    ):
+
+        def progress(done: int, total: int) -> None:
+            advance(done, total)
+            run.progress(done, total)
+
         if what_if:
-            found = what_if_in_shares(stores, engine, processes, advance, scratch=save)
+            found = what_if_in_shares(stores, engine, processes, progress, scratch=save)
+            run.result = found.as_dict()["totals"]
         else:
-            compared = merged(in_shares(stores, engine, compare_job, processes, advance))
+            compared = merged(in_shares(stores, engine, compare_job, processes, progress))
+            run.result = {
+                "identical": compared.identical,
+                "commands": compared.commands,
+                "skus_that_differ": len(compared.mismatched_skus),
+            }
     if what_if:
         _print_what_if(found, top)
         if report is not None:
@@ -673,9 +697,11 @@ def restore(
     service first. Exits 1 if a decision on the topic was not re-derived."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from projections.store import ReadStore
     from services.entrypoints.bootstrap import build_allocation, build_intake, build_read_models
     from services.operations.restore import RestoreRefusedError
     from services.operations.restore import restore as run_restore
+    from services.operations.runs import record_run
 
     if not from_kafka:
         raise typer.BadParameter("say where from: --from-kafka (the only source there is)")
@@ -696,13 +722,20 @@ def restore(
             bar.update(tasks[phase], completed=done, total=total)
 
         try:
-            found = run_restore(
-                settings,
-                intake,
-                allocation,
-                lambda: build_read_models(settings, allocation),
-                advance,
-            )
+            with record_run(ReadStore(settings.database_url), "restore", exclusive=True) as run:
+
+                def progress(phase: str, done: int, total: int) -> None:
+                    advance(phase, done, total)
+                    run.progress(done, total)
+
+                found = run_restore(
+                    settings,
+                    intake,
+                    allocation,
+                    lambda: build_read_models(settings, allocation),
+                    progress,
+                )
+                run.result = {k: v for k, v in vars(found).items() if k != "notes"}
         except RestoreRefusedError as error:
             console.print(f"[red]refused:[/red] {error}")
             raise typer.Exit(2) from error

@@ -15,6 +15,7 @@ import pytest
 from aiokafka import TopicPartition
 from typer.testing import CliRunner
 
+from projections.store import ReadStore
 from services.adapters.settings import Settings
 from services.allocation.application import Allocation
 from services.entrypoints.bootstrap import build_allocation, build_intake
@@ -31,6 +32,7 @@ from services.operations.replay import (
     rederive_in_memory,
     replay,
 )
+from services.operations.runs import OperationRuns
 from services.operations.what_if import (
     accounts,
     parse_policy,
@@ -160,6 +162,12 @@ def test_the_cli_reports_a_what_if_and_keeps_its_decisions(
         (lines,) = db.execute("SELECT COUNT(*) FROM line_accounts").fetchone()
     assert decisions > 0
     assert lines == expected.totals.lines
+
+    # Both runs are recorded where GET /admin/replay shows them.
+    runs = OperationRuns(ReadStore(settings.database_url)).latest(["replay", "what-if"])
+    assert [(r.kind, r.state) for r in runs] == [("what-if", "done"), ("replay", "done")]
+    assert runs[0].result["lines_changed"] == expected.totals.lines_changed
+    assert runs[1].result["identical"] is True
 
     refused = runner.invoke(app, ["replay", "--default-policy", "deny"], env=env)
     assert refused.exit_code != 0
