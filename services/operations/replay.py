@@ -31,6 +31,7 @@ from eventsourcing.utils import resolve_topic
 
 from events.commands import SetPolicy, SkuCommands, SkuCommandsMessage
 from events.decisions import Decision
+from projections.models import OrderDecisions
 from projections.runner import AllocationLog
 from services.allocation.application import Allocation, apply_message
 from services.allocation.domain import Cause, Deadlines, Sku, sku_aggregate_id
@@ -41,19 +42,8 @@ from services.kernel.positions import IntakePosition
 
 Progress = Callable[[int, int], None]
 
-# The SKU events that are decisions, by class name.
-DECISIONS = frozenset(
-    {
-        "LineAllocated",
-        "LineBackordered",
-        "LineRejected",
-        "BackorderFilled",
-        "BackorderCancelled",
-        "AllocationReleased",
-        "LineShipped",
-        "BackorderEtaChanged",
-    }
-)
+# The SKU events that are decisions, by class name (the contract's decision types).
+DECISIONS = OrderDecisions.DECISIONS
 
 
 class DecisionRecord(NamedTuple):
