@@ -162,6 +162,36 @@ class AllocationLog:
         can read it. For other readers of the whole log (replays)."""
         return None if self._rows is None else self._rows(after, limit)
 
+    def stored_share(
+        self, after: int, limit: int, index: int, of: int
+    ) -> Iterator[Sequence[Any]] | None:
+        """`stored`, only the rows of aggregates whose id's last byte is `index` modulo `of`
+        (a replay worker's share), filtered by PostgreSQL so the others never cross the
+        wire; None on other stores (filter the rows of `stored`)."""
+        recorder = self.recorder
+        if self._rows is None or not isinstance(recorder, PostgresApplicationRecorder):
+            return None
+        statement = SQL(
+            "SELECT notification_id, originator_id, originator_version, topic, state "
+            "FROM {schema}.{table} WHERE notification_id > %s "
+            "AND get_byte(uuid_send(originator_id), 15) %% %s = %s "
+            "ORDER BY notification_id LIMIT %s"
+        ).format(
+            schema=Identifier(recorder.datastore.schema),
+            table=Identifier(recorder.events_table_name),
+        )
+        return self._postgres_query(statement, (after, of, index, limit))
+
+    def _postgres_query(self, statement: Any, params: Sequence[Any]) -> Iterator[Sequence[Any]]:
+        recorder = self.recorder
+        assert isinstance(recorder, PostgresApplicationRecorder)
+        with (
+            recorder.datastore.get_connection() as connection,
+            connection.cursor(row_factory=tuple_row) as cursor,
+        ):
+            cursor.execute(statement, params, prepare=True)
+            yield from cursor  # rows are made as they are read
+
     def _sqlite_rows(self, after: int, limit: int) -> Iterator[Sequence[Any]]:
         recorder = self.recorder
         assert isinstance(recorder, SQLiteApplicationRecorder)
@@ -185,12 +215,7 @@ class AllocationLog:
             schema=Identifier(recorder.datastore.schema),
             table=Identifier(recorder.events_table_name),
         )
-        with (
-            recorder.datastore.get_connection() as connection,
-            connection.cursor(row_factory=tuple_row) as cursor,
-        ):
-            cursor.execute(statement, (after, limit), prepare=True)
-            yield from cursor  # rows are made as they are read
+        yield from self._postgres_query(statement, (after, limit))
 
     def _fact(self, topic: str, state: bytes, stored: Notification | Sequence[Any]) -> Fact | None:
         if topic not in self._kinds:
