@@ -133,12 +133,18 @@ def check_partition_count(recorder: Any, topic: str, actual: int) -> int:
     The count is kept as a tracking row (forward-only by design, so it is written once).
     """
     name = f"partition-count:{topic}"
-    from eventsourcing.persistence import Tracking
+    from eventsourcing.persistence import IntegrityError, Tracking
 
     stored = recorder.max_tracking_id(name)
     if stored is None:
-        recorder.insert_tracking(Tracking(name, actual))
-        return actual
+        try:
+            recorder.insert_tracking(Tracking(name, actual))
+            return actual
+        except IntegrityError:
+            # Processes of one service start together: another one pinned it meanwhile.
+            stored = recorder.max_tracking_id(name)
+            if stored is None:
+                raise
     if actual < stored:
         raise ConfigurationError(
             f"topic {topic!r} has {actual} partitions but this store's positions were "

@@ -4,6 +4,7 @@ writer. The partition count is pinned the first time the service starts."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
@@ -44,3 +45,32 @@ def test_fewer_partitions_than_pinned_means_a_recreated_topic_and_is_refused(
     check_partition_count(recorder, TOPIC, 6)
     with pytest.raises(ConfigurationError, match=r"has 4 partitions but .* recorded with 6"):
         check_partition_count(recorder, TOPIC, 4)
+
+
+class _PinnedMeanwhile:
+    """The store as a process sees it when another process of the service pins the count
+    between its read and its write (they start together)."""
+
+    def __init__(self, recorder: Any) -> None:
+        self.recorder = recorder
+        self.reads = 0
+
+    def max_tracking_id(self, name: str) -> int | None:
+        self.reads += 1
+        return None if self.reads == 1 else self.recorder.max_tracking_id(name)
+
+    def insert_tracking(self, tracking: Any) -> None:
+        self.recorder.insert_tracking(tracking)
+
+
+def test_a_count_pinned_meanwhile_by_another_process_is_taken_not_a_crash(
+    tmp_path: Path,
+) -> None:
+    intake = build_intake(Settings(database_url=f"sqlite:///{tmp_path}/s"))
+    recorder = intake.process_recorder  # (keep `intake`: collecting it closes the store)
+    check_partition_count(recorder, TOPIC, 6)  # the other process, first
+    late = _PinnedMeanwhile(recorder)
+    assert check_partition_count(late, TOPIC, 6) == 6
+    assert late.reads == 2
+    with pytest.raises(ConfigurationError):
+        check_partition_count(_PinnedMeanwhile(recorder), TOPIC, 4)
