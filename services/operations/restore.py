@@ -180,11 +180,11 @@ class Anchors:
                 continue
             self.by_source[(body["source_topic"], body["partition"], body["offset"])] = mark
 
-    def position_of(self, record: Any) -> int | None:
-        """The intake position of the input: where intake recorded the commands it caused,
-        else where it recorded its refusal (allocation's dead letters of a shipment carry
-        allocation's positions: the commands tell first)."""
-        event_id = _event_id(record)
+    def position_of(self, record: Any, event_id: str | None) -> int | None:
+        """The intake position of the input (`event_id`: its own, read once by the caller):
+        where intake recorded the commands it caused, else where it recorded its refusal
+        (allocation's dead letters of a shipment carry allocation's positions: the commands
+        tell first)."""
         found = self.by_event_id.get(event_id) if event_id is not None else None
         if found is not None:
             return found
@@ -204,8 +204,8 @@ def in_intake_order(records: Iterable[Any], anchors: Anchors) -> tuple[list[Any]
     for (topic, partition), items in by_partition.items():
         last = 0
         for record in sorted(items, key=lambda r: r.offset):
-            position = anchors.position_of(record)
             event_id = _event_id(record)
+            position = anchors.position_of(record, event_id)
             if position is not None and event_id is not None and event_id in seen_ids:
                 position = None  # a re-publication: its first copy is the one intake recorded
             if position is not None and position < last:
