@@ -733,7 +733,7 @@ def restore(
                     intake,
                     allocation,
                     lambda: build_read_models(settings, allocation),
-                    progress,
+                    progress=progress,
                 )
                 run.result = {k: v for k, v in vars(found).items() if k != "notes"}
         except RestoreRefusedError as error:
