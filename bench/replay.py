@@ -26,6 +26,7 @@ from services.entrypoints.bootstrap import build_allocation, build_intake
 from services.intake.application import Intake
 from services.intake.consumer import IntakeHandler
 from services.operations.replay import MemoryAllocation, compare_job, in_shares, merged, rederive
+from services.operations.restore import restore_allocation, restore_intake
 from services.operations.what_if import parse_policy, what_if_in_shares
 from tests.harness import consumer_record
 from tests.reliability.workload import workload
@@ -33,15 +34,13 @@ from tests.reliability.workload import workload
 FETCH = 500  # records per intake fetch, across the topics
 
 
-def record_history(intake: Intake, settings: Settings, orders: int, skus: int) -> int:
-    """The workload through intake's handler, a fetch at a time; returns the messages."""
-    handler = IntakeHandler(intake, settings)
+def history_records(settings: Settings, orders: int, skus: int) -> list[Any]:
+    """The workload as the consumer hands records to intake, in the order it takes them."""
     offsets: dict[TopicPartition, int] = defaultdict(int)
-    fetch: dict[TopicPartition, list[Any]] = defaultdict(list)
-    messages = workload(11, orders=orders, skus=skus).messages
-    for number, (kind, key, value) in enumerate(messages, start=1):
+    records = []
+    for kind, key, value in workload(11, orders=orders, skus=skus).messages:
         partition = TopicPartition(getattr(settings.topics, kind), 0)
-        fetch[partition].append(
+        records.append(
             consumer_record(
                 value,
                 topic=partition.topic,
@@ -50,21 +49,33 @@ def record_history(intake: Intake, settings: Settings, orders: int, skus: int) -
             )
         )
         offsets[partition] += 1
-        if number % FETCH == 0:
-            handler.handle(dict(fetch))
-            fetch.clear()
-    if fetch:
+    return records
+
+
+def record_history(intake: Intake, settings: Settings, records: list[Any]) -> list[Any]:
+    """The records through intake's handler, a fetch at a time; returns them in the order
+    it took them (a fetch's partitions one after the other), which a restore replays."""
+    handler = IntakeHandler(intake, settings)
+    taken: list[Any] = []
+    for start in range(0, len(records), FETCH):
+        fetch: dict[TopicPartition, list[Any]] = defaultdict(list)
+        for record in records[start : start + FETCH]:
+            fetch[TopicPartition(record.topic, record.partition)].append(record)
         handler.handle(dict(fetch))
-    return len(messages)
+        taken += [record for batch in fetch.values() for record in batch]
+    return taken
 
 
-def bench_replay(url: str, *, args: Any) -> dict[str, Any]:
-    """The figures on one store (args: bench.run's, for --replay-orders and --replay-skus)."""
+def bench_replay(url: str, *, args: Any, fresh_stores: Any) -> dict[str, Any]:
+    """The figures on one store (args: bench.run's, for --replay-orders and --replay-skus;
+    `fresh_stores`: bench.run's Stores, for an empty store of the same kind to restore into)."""
     orders, skus = args.replay_orders, args.replay_skus
     settings = Settings(database_url=url)
     intake, live = build_intake(settings), build_allocation(settings)
     started = time.perf_counter()
-    messages = record_history(intake, settings, orders, skus)
+    records = history_records(settings, orders, skus)
+    records = record_history(intake, settings, records)
+    messages = len(records)
     log(f"  intake recorded {messages} messages in {time.perf_counter() - started:.1f} s")
     started = time.perf_counter()
     commands = rederive(intake, live)
@@ -108,6 +119,41 @@ def bench_replay(url: str, *, args: Any) -> dict[str, Any]:
 
         return run
 
+    def restored(into: str) -> dict[str, Any]:
+        """`fulfillment restore`'s two re-derivations, into an empty store: intake's from
+        the input records (in the order intake took them), allocation's from intake's log."""
+        target = Settings(database_url=into)
+        intake_again, allocation_again = build_intake(target), build_allocation(target)
+        try:
+            began = time.perf_counter()
+            restore_intake(intake_again, target, records)
+            intake_seconds = time.perf_counter() - began
+            log(f"  restore, intake: {messages} inputs in {intake_seconds:.2f} s")
+            found = timed(
+                f"restore, allocation, {workers} workers",
+                lambda: (
+                    restore_allocation(
+                        intake_again,
+                        allocation_again,
+                        target.topics.sku_commands,
+                        target.sku_commands_partitions,
+                        workers=workers,
+                    ),
+                    {"workers": workers},
+                ),
+            )
+            return {
+                "intake": {
+                    "inputs": messages,
+                    "seconds": round(intake_seconds, 3),
+                    "inputs_per_s": round(messages / intake_seconds),
+                },
+                "allocation": found,
+            }
+        finally:
+            intake_again.close()
+            allocation_again.close()
+
     try:
         return {
             "inputs": messages,
@@ -116,10 +162,13 @@ def bench_replay(url: str, *, args: Any) -> dict[str, Any]:
             "replay_one_worker": timed("replay, 1 worker", compare(1)),
             "what_if_default_deny": timed(f"what-if deny, {workers} workers", deny(workers)),
             "what_if_one_worker": timed("what-if deny, 1 worker", deny(1)),
-            "into_the_store": {
+            "restore": restored(
+                fresh_stores.url("sqlite" if url.startswith("sqlite") else "postgres")
+            ),
+            "into_the_store_by_batches": {
                 "sku_messages": commands,
                 "seconds": round(stored, 3),
-                "note": "re-derived into a store to keep (what restore does): every event written",
+                "note": "allocation's own batches into a store (what restore did before)",
             },
         }
     finally:

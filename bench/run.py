@@ -493,7 +493,11 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
         if "eta" in only:
             results["eta"] = eta(args, stores, kinds)
         results.update(
-            {"replay": per_store("replay", partial(replays.bench_replay, args=args))}
+            {
+                "replay": per_store(
+                    "replay", partial(replays.bench_replay, args=args, fresh_stores=stores)
+                )
+            }
             if "replay" in only
             else {}
         )
