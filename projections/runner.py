@@ -256,6 +256,9 @@ class AllocationLog:
         return fact_of(self.mapper.to_domain_event(stored))
 
 
+OPENING_LOCK = 0x66756C66696C6C  # PostgreSQL advisory lock: a read model's tables being made
+
+
 class ReadModels:
     """The read-model store: its bookkeeping tables, positions and generations."""
 
@@ -289,8 +292,12 @@ class ReadModels:
 
     def _open(self, tx: Tx, name: str, projection: Projection) -> None:
         """Creates the read model if the store has none; upgrades an older shape of it."""
-        lock = " FOR UPDATE" if self.store.postgres else ""  # SQLite: the write lock holds
-        live = tx.one(f"SELECT generation FROM projection_positions WHERE name = ?{lock}", [name])
+        if self.store.postgres:
+            # Processes starting at once would each find no row to lock, create the tables,
+            # and drop the other's (its views depend on them): one opens at a time. SQLite:
+            # the write lock holds.
+            tx.execute("SELECT pg_advisory_xact_lock(?)", [OPENING_LOCK])
+        live = tx.one("SELECT generation FROM projection_positions WHERE name = ?", [name])
         if live is None:
             self._create(tx, projection, table(name, 1))
             for view, view_table in projection.views(table(name, 1)).items():
