@@ -155,44 +155,72 @@ class AllocationLog:
                 facts.append(fact)
         return Page(count, last, facts)
 
-    def stored(self, after: int, limit: int) -> Iterator[Sequence[Any]] | None:
+    def stored(
+        self, after: int, limit: int, *, leaving_out: Sequence[str] = ()
+    ) -> Iterator[Sequence[Any]] | None:
         """Up to `limit` stored rows after position `after`, as the store holds them:
         (position, originator_id, originator_version, topic, state as JSON bytes). None when
         the log is not the library's plain JSON in SQLite or PostgreSQL: then only its mapper
-        can read it. For other readers of the whole log (replays)."""
-        return None if self._rows is None else self._rows(after, limit)
+        can read it. For other readers of the whole log (replays). `leaving_out`: topics
+        whose rows the store skips (they count towards no page: a page shorter than `limit`
+        is still the last)."""
+        if self._rows is None:
+            return None
+        if not leaving_out:
+            return self._rows(after, limit)
+        if isinstance(self.recorder, PostgresApplicationRecorder):
+            return self._postgres_query(
+                self._postgres_select("AND topic <> ALL(%s)"), (after, list(leaving_out), limit)
+            )
+        return self._sqlite_query(
+            f"AND topic NOT IN ({', '.join('?' * len(leaving_out))})", (after, *leaving_out, limit)
+        )
 
     def stored_share(
-        self, after: int, limit: int, index: int, of: int
+        self, after: int, limit: int, index: int, of: int, *, leaving_out: Sequence[str] = ()
     ) -> Iterator[Sequence[Any]] | None:
         """`stored`, only the rows of aggregates whose id's last byte is `index` modulo `of`
         (a replay worker's share), filtered by PostgreSQL so the others never cross the
         wire; None on other stores (filter the rows of `stored`)."""
-        recorder = self.recorder
-        if self._rows is None or not isinstance(recorder, PostgresApplicationRecorder):
+        if self._rows is None or not isinstance(self.recorder, PostgresApplicationRecorder):
             return None
-        statement = SQL(
+        statement = self._postgres_select(
+            "AND get_byte(uuid_send(originator_id), 15) %% %s = %s AND topic <> ALL(%s)"
+        )
+        return self._postgres_query(statement, (after, of, index, list(leaving_out), limit))
+
+    def _postgres_select(self, condition: str = "") -> Any:
+        """The rows after a position (the first parameter), in log order, up to a number
+        (the last): with `condition` on them, its parameters between."""
+        recorder = self.recorder
+        assert isinstance(recorder, PostgresApplicationRecorder)
+        return SQL(
             "SELECT notification_id, originator_id, originator_version, topic, state "
             "FROM {schema}.{table} WHERE notification_id > %s "
-            "AND get_byte(uuid_send(originator_id), 15) %% %s = %s "
-            "ORDER BY notification_id LIMIT %s"
+            + condition
+            + " ORDER BY notification_id LIMIT %s"
         ).format(
             schema=Identifier(recorder.datastore.schema),
             table=Identifier(recorder.events_table_name),
         )
-        return self._postgres_query(statement, (after, of, index, limit))
 
     def _postgres_query(self, statement: Any, params: Sequence[Any]) -> Iterator[Sequence[Any]]:
+        """Rows in PostgreSQL's binary format: the states' bytes as they are, where the text
+        format sends them in hex for the client to decode (a third of a replay's reading)."""
         recorder = self.recorder
         assert isinstance(recorder, PostgresApplicationRecorder)
         with (
             recorder.datastore.get_connection() as connection,
-            connection.cursor(row_factory=tuple_row) as cursor,
+            connection.cursor(row_factory=tuple_row, binary=True) as cursor,
         ):
             cursor.execute(statement, params, prepare=True)
             yield from cursor  # rows are made as they are read
 
     def _sqlite_rows(self, after: int, limit: int) -> Iterator[Sequence[Any]]:
+        return self._sqlite_query("", (after, limit))
+
+    def _sqlite_query(self, condition: str, params: Sequence[Any]) -> Iterator[Sequence[Any]]:
+        """`_postgres_select`'s rows, from SQLite."""
         recorder = self.recorder
         assert isinstance(recorder, SQLiteApplicationRecorder)
         with recorder.datastore.transaction(commit=False) as cursor:
@@ -200,22 +228,14 @@ class AllocationLog:
             rows.row_factory = None
             rows.execute(
                 "SELECT rowid, originator_id, originator_version, topic, state "
-                f"FROM {recorder.events_table_name} WHERE rowid > ? ORDER BY rowid LIMIT ?",
-                (after, limit),
+                f"FROM {recorder.events_table_name} WHERE rowid > ? {condition} "
+                "ORDER BY rowid LIMIT ?",
+                params,
             )
             yield from rows
 
     def _postgres_rows(self, after: int, limit: int) -> Iterator[Sequence[Any]]:
-        recorder = self.recorder
-        assert isinstance(recorder, PostgresApplicationRecorder)
-        statement = SQL(
-            "SELECT notification_id, originator_id, originator_version, topic, state "
-            "FROM {schema}.{table} WHERE notification_id > %s ORDER BY notification_id LIMIT %s"
-        ).format(
-            schema=Identifier(recorder.datastore.schema),
-            table=Identifier(recorder.events_table_name),
-        )
-        yield from self._postgres_query(statement, (after, limit))
+        yield from self._postgres_query(self._postgres_select(), (after, limit))
 
     def _fact(self, topic: str, state: bytes, stored: Notification | Sequence[Any]) -> Fact | None:
         if topic not in self._kinds:
