@@ -100,7 +100,17 @@ async def ensure_topics(settings: Settings) -> dict[str, int]:
         try:
             return await STARTUP.call_async(_MetadataLagError, described)
         except _MetadataLagError as lag:
-            return lag.counts
+            # Still not described (a loaded broker): a topic this call created has the
+            # count it was created with; one it did not, no count to go on from. A count
+            # of 0 would be pinned for good (check_partition_count) and route nothing.
+            created = {topic.name for topic in missing}
+            unknown = [name for name in lag.missing if name not in created]
+            if unknown:
+                raise ConfigurationError(
+                    f"Kafka at {settings.kafka_bootstrap_servers} does not describe "
+                    f"{unknown}: is it healthy? The service starts again once it does"
+                ) from lag
+            return {**lag.counts, **{name: wanted[name] for name in lag.missing}}
     finally:
         await admin.close()
 
@@ -111,6 +121,7 @@ class _MetadataLagError(Exception):
     def __init__(self, counts: dict[str, int], missing: list[str]) -> None:
         super().__init__(f"no partitions yet for {missing}")
         self.counts = counts
+        self.missing = missing
 
 
 def _topic_configs(settings: Settings, name: str) -> dict[str, str]:
@@ -134,6 +145,9 @@ def check_partition_count(recorder: Any, topic: str, actual: int) -> int:
     """
     name = f"partition-count:{topic}"
     from eventsourcing.persistence import IntegrityError, Tracking
+
+    if actual < 1:  # never pinned: it would route every SKU nowhere, for good
+        raise ConfigurationError(f"topic {topic!r} has no partitions in Kafka's answer")
 
     stored = recorder.max_tracking_id(name)
     if stored is None:

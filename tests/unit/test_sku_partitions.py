@@ -47,6 +47,17 @@ def test_fewer_partitions_than_pinned_means_a_recreated_topic_and_is_refused(
         check_partition_count(recorder, TOPIC, 4)
 
 
+def test_no_partitions_in_kafkas_answer_is_refused_never_pinned(tmp_path: Path) -> None:
+    """A loaded broker can describe a topic it just created without partitions: pinning 0
+    would route every SKU nowhere, for good (seen in CI as a relay failing on modulo 0)."""
+    intake = build_intake(Settings(database_url=f"sqlite:///{tmp_path}/s"))
+    recorder = intake.process_recorder
+    with pytest.raises(ConfigurationError, match="no partitions"):
+        check_partition_count(recorder, TOPIC, 0)
+    assert recorder.max_tracking_id(f"partition-count:{TOPIC}") is None
+    assert check_partition_count(recorder, TOPIC, 6) == 6
+
+
 class _PinnedMeanwhile:
     """The store as a process sees it when another process of the service pins the count
     between its read and its write (they start together)."""
