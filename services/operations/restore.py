@@ -25,11 +25,9 @@ import asyncio
 import json
 import multiprocessing
 import os
-import traceback
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from multiprocessing.connection import Connection
 from typing import Any
 from uuid import UUID
 
@@ -67,7 +65,13 @@ from services.allocation.domain import Deadlines, Sku
 from services.intake.application import Input, Intake
 from services.intake.consumer import IntakeHandler
 from services.kernel.positions import PER_NOTIFICATION, IntakePosition
-from services.operations.replay import DECISIONS, Share, sku_commands_of
+from services.operations.replay import (
+    DECISIONS,
+    MemoryAllocation,
+    Share,
+    in_shares,
+    sku_commands_of,
+)
 
 log = get_logger(__name__)
 
@@ -382,7 +386,7 @@ def restore_allocation(
     if workers <= 1:
         count, due = derive_share(intake, allocation, None, write=writer.write, progress=progress)
     else:
-        count, due = _in_processes((intake, allocation), workers, head, progress)
+        count, due = _in_processes((intake, allocation), workers, progress)
     indexes = {p: Deadlines.start(tracking_name(topic, p)) for p in range(partitions)}
     for sku, at in sorted(due.items()):
         indexes[sku_partition(sku, partitions)].note(sku, (True, at))
@@ -481,83 +485,40 @@ def _snapshots(allocation: Allocation, aggregates: Iterable[Sku | Deadlines]) ->
 
 
 def _in_processes(
-    stores: tuple[Intake, Allocation],
-    workers: int,
-    head: int,
-    progress: Progress | None,
+    stores: tuple[Intake, Allocation], workers: int, progress: Progress | None
 ) -> tuple[int, dict[str, datetime]]:
-    """derive_share with a process a share (forked: re-deriving is Python work, and the GIL
-    would serialise threads); each process opens the stores afresh and records its events
-    itself, one at a time (a lock: SQLite's writers would otherwise wait in its busy
-    handler's sleeps)."""
-    context = multiprocessing.get_context("fork")
-    done = [context.Value("q", 0) for _ in range(workers)]
-    pipes = [context.Pipe(duplex=False) for _ in range(workers)]
-    lock = context.Lock()
-    # The tables exist: workers creating them at once would race (PostgreSQL's catalog).
-    envs = ({**stores[0].env, "CREATE_TABLE": "n"}, {**stores[1].env, "CREATE_TABLE": "n"})
-    children = [
-        context.Process(
-            target=_derive_in_process,
-            args=(envs, Share(index, workers), (done[index], lock), pipes[index][1]),
-            name=f"restore-{index}",
-            daemon=True,
-        )
-        for index in range(workers)
-    ]
-    for child in children:
-        child.start()
-    results: dict[int, tuple[int, dict[str, datetime]]] = {}
-    try:
-        while len(results) < workers:
-            for index, (reader, _) in enumerate(pipes):
-                if index not in results and reader.poll(0.05):
-                    status, payload = reader.recv()
-                    if status != "ok":
-                        raise RuntimeError(f"restore worker {index} failed:\n{payload}")
-                    results[index] = payload
-            if progress:
-                progress("allocation", min(d.value for d in done), head)
-            dead = [c for i, c in enumerate(children) if i not in results and not c.is_alive()]
-            if dead and not any(reader.poll() for reader, _ in pipes):
-                raise RuntimeError(f"restore worker {dead[0].name} died ({dead[0].exitcode})")
-    finally:
-        for child in children:
-            if child.is_alive():
-                child.kill()
-            child.join()
-    due: dict[str, datetime] = {}
-    for _, found in results.values():
-        due.update(found)  # the shares' SKUs do not overlap
-    return sum(count for count, _ in results.values()), due
+    """derive_share with a process a share (replay's workers: services.operations.replay
+    in_shares). Each records its events itself, one at a time (a lock: SQLite's writers
+    would otherwise wait in its busy handler's sleeps)."""
+    envs = (dict(stores[0].env), dict(stores[1].env))
+    writing = multiprocessing.get_context("fork").Lock()  # inherited by the forked workers
 
-
-def _derive_in_process(
-    envs: tuple[dict[str, str], dict[str, str]],
-    share: Share,
-    shared: tuple[Any, Any],
-    pipe: Connection,
-) -> None:
-    done, lock = shared
-    try:
-        intake, allocation = Intake(env=envs[0]), Allocation(env=envs[1])
+    def job(
+        intake: Intake, allocation: Allocation, engine: MemoryAllocation, report: Any
+    ) -> tuple[int, dict[str, datetime]]:
         writer = _Writer(allocation)
 
         def write(kind: str, events: list[Any]) -> None:
             stored = [writer.encode(event) for event in events]
-            with lock:
+            with writing:
                 writer.record(kind, stored)
 
-        def progress(_: str, at: int, __: int) -> None:
-            done.value = at
+        def advance(_: str, at: int, head: int) -> None:
+            report(at, head)
 
-        result = derive_share(intake, allocation, share, write=write, progress=progress)
-        done.value = intake.recorder.max_notification_id() or 0
-        pipe.send(("ok", result))
-    except BaseException:
-        pipe.send(("error", traceback.format_exc()))
-    finally:
-        pipe.close()
+        return derive_share(intake, allocation, engine.share, write=write, progress=advance)
+
+    results = in_shares(
+        lambda: (Intake(env=envs[0]), Allocation(env=envs[1])),
+        MemoryAllocation(),
+        job,
+        workers,
+        None if progress is None else (lambda at, head: progress("allocation", at, head)),
+    )
+    due: dict[str, datetime] = {}
+    for _, found in results:
+        due.update(found)  # the shares' SKUs do not overlap
+    return sum(count for count, _ in results), due
 
 
 class _NotPlainError(Exception):
@@ -803,7 +764,3 @@ def _decision_id(record: ConsumerRecord) -> str | None:
     except (TypeError, ValueError, AttributeError):
         return None
     return str(found) if found else None
-
-
-def _uuid(value: UUID | str) -> UUID:
-    return value if isinstance(value, UUID) else UUID(value)
