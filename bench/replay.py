@@ -3,6 +3,9 @@
 
     .venv/bin/python -m bench.run --only replay [--replay-orders N] [--stores sqlite,postgres]
 
+`fulfillment replay` (and its what-if) are also run as an SRE runs them, in a process of
+their own on the same stores, and timed from outside it.
+
 The history is the reliability suite's workload (tests/reliability/workload.py: orders of
 one to three lines, receipts, cancellations, policies, inbounds, shipments, clock ticks,
 duplicates and malformed messages) recorded by intake's own handler, as its consumer
@@ -13,8 +16,12 @@ derived from it as the service would have, and the replays read both.
 from __future__ import annotations
 
 import os
+import re
+import subprocess
+import sys
 import time
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 from aiokafka import TopicPartition
@@ -64,6 +71,35 @@ def record_history(intake: Intake, settings: Settings, records: list[Any]) -> li
         handler.handle(dict(fetch))
         taken += [record for batch in fetch.values() for record in batch]
     return taken
+
+
+CLI = str(Path(sys.executable).parent / "fulfillment")
+
+
+def from_outside(url: str, *command: str) -> dict[str, Any]:
+    """The command as an SRE runs it (`fulfillment replay ...` on the store), timed from
+    outside its process: start-up, imports and the report included."""
+    began = time.perf_counter()
+    done = subprocess.run(
+        [CLI, *command],
+        env={**os.environ, "DATABASE_URL": url},
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
+    )
+    seconds = time.perf_counter() - began
+    found = re.search(r"commands (\d+)", done.stdout)
+    if done.returncode != 0 or found is None:
+        raise RuntimeError(f"fulfillment {' '.join(command)} failed:\n{done.stdout}{done.stderr}")
+    count = int(found.group(1))
+    log(f"  fulfillment {' '.join(command)}: {count} commands in {seconds:.2f} s")
+    return {
+        "commands": count,
+        "seconds": round(seconds, 3),
+        "commands_per_s": round(count / seconds),
+        "note": "the CLI, timed from outside its process",
+    }
 
 
 def bench_replay(url: str, *, args: Any, fresh_stores: Any) -> dict[str, Any]:
@@ -162,6 +198,10 @@ def bench_replay(url: str, *, args: Any, fresh_stores: Any) -> dict[str, Any]:
             "replay_one_worker": timed("replay, 1 worker", compare(1)),
             "what_if_default_deny": timed(f"what-if deny, {workers} workers", deny(workers)),
             "what_if_one_worker": timed("what-if deny, 1 worker", deny(1)),
+            "cli_replay": from_outside(url, "replay"),
+            "cli_what_if_default_deny": from_outside(
+                url, "replay", "--what-if", "--default-policy", "deny"
+            ),
             "restore": restored(
                 fresh_stores.url("sqlite" if url.startswith("sqlite") else "postgres")
             ),
